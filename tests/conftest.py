@@ -1,0 +1,84 @@
+"""Shared test fixtures.
+
+Hypothesis: the "ci" profile (CI=true) is thorough, "dev" is quick.
+Keras and TensorFlow are imported once per session, lazily, by the fixtures
+below; tests that do not use them never pay for the import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev",
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
+)
+
+# Keras 3 on the TensorFlow backend; tf_keras stays a separate package.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.pop("TF_USE_LEGACY_KERAS", None)
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@dataclass(frozen=True)
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Callable[..., CliResult]:
+    """Run the modelconv CLI in-process; returns exit code, stdout, stderr."""
+    from click.testing import CliRunner
+
+    from modelconv.cli import main
+
+    def run(*args: Any, input: str | None = None) -> CliResult:
+        runner = CliRunner()
+        result = runner.invoke(
+            main, [str(a) for a in args], input=input, catch_exceptions=False
+        )
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def keras3() -> Any:
+    """Keras 3 (TensorFlow backend), imported once per session."""
+    keras = pytest.importorskip("keras")
+    if not keras.__version__.startswith("3"):
+        pytest.skip(f"Keras 3 needed, found {keras.__version__}")
+    return keras
+
+
+@pytest.fixture(scope="session")
+def tf_keras() -> Any:
+    """tf_keras (Keras 2), imported once per session."""
+    return pytest.importorskip("tf_keras")
