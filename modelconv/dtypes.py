@@ -7,7 +7,7 @@ bfloat16 tensor is actually met.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def itemsize(name: str) -> int:
     return _ITEMSIZE[check_name(name)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bfloat16() -> np.dtype:
     import ml_dtypes
 

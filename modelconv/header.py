@@ -52,9 +52,7 @@ def architecture_from_header(obj: Any) -> Architecture | None:
     )
 
 
-def model_header(
-    model: Model, keys: Mapping[str, str] | None = None
-) -> dict[str, Any]:
+def model_header(model: Model, keys: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The header for ``model``; ``keys`` maps tensor names to container keys."""
     metadata = dict(model.metadata)
     metadata.setdefault("source", {"format": model.format, "flavour": model.flavour})

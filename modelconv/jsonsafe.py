@@ -84,9 +84,7 @@ def loads_bounded(
         text = data
     _check_depth(text, what)
     try:
-        return json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_int=_parse_int
-        )
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column "

@@ -45,7 +45,7 @@ class FormatInfo:
 FORMATS: tuple[FormatInfo, ...] = (
     FormatInfo(
         "hdf5",
-        ("h5", "hdf5"),
+        ("h5",),
         "hdf5",
         "HDF5: Keras legacy full models and weights, Keras 3 .weights.h5, "
         "generic trees of datasets",
@@ -58,8 +58,7 @@ FORMATS: tuple[FormatInfo, ...] = (
         "keras",
         (),
         "keras_zip",
-        "Keras v3 zip archive (.keras): config.json, metadata.json, "
-        "model.weights.h5",
+        "Keras v3 zip archive (.keras): config.json, metadata.json, model.weights.h5",
         (".keras",),
         ("keras3", "tf-keras"),
         ("keras3",),
@@ -93,7 +92,9 @@ FORMATS: tuple[FormatInfo, ...] = (
         (".json",),
         ("keras1", "keras2", "keras3"),
         ("keras",),
-        Capabilities(True, False, False, frozenset(), False, False, True, True),
+        Capabilities(
+            True, False, False, frozenset(), False, False, True, True, state=False
+        ),
     ),
     FormatInfo(
         "tfjs",
@@ -103,7 +104,9 @@ FORMATS: tuple[FormatInfo, ...] = (
         (".json",),
         ("layers-model",),
         ("layers-model",),
-        Capabilities(True, True, False, TFJS_DTYPES, True, False, True, True),
+        Capabilities(
+            True, True, False, TFJS_DTYPES, True, False, True, True, state=False
+        ),
         writes_folder=True,
     ),
     FormatInfo(
@@ -225,7 +228,11 @@ def identify_unsupported(probe: Probe) -> str | None:
         return "a TensorFlow protobuf graph (SavedModel or frozen graph)"
     if probe.suffix == ".onnx":
         return "an ONNX model"
-    if probe.suffix == ".index" or ".data-0" in probe.name or probe.name == "checkpoint":
+    if (
+        probe.suffix == ".index"
+        or ".data-0" in probe.name
+        or probe.name == "checkpoint"
+    ):
         return "a TensorFlow checkpoint (save_weights in TF format)"
     if head.startswith(b"PK\x03\x04") and (
         b"data.pkl" in head or b"/data/" in head or b"version" in head[:200]

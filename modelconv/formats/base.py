@@ -93,6 +93,8 @@ class Capabilities:
     streaming_read: bool
     streaming_write: bool
     safe_read: bool = True
+    # Tensors of role "state" (metric state, label vocabularies, ...).
+    state: bool = True
 
 
 class FormatModule(Protocol):

@@ -1,0 +1,5 @@
+"""python -m modelconv"""
+
+from .cli import main
+
+main(prog_name="modelconv")

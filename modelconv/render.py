@@ -1,0 +1,166 @@
+"""rich renderables for inspect, convert and formats records.
+
+Functions here build renderables; the CLI decides where they are printed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .api import ConvertReport
+from .formats import FormatInfo
+from .inspect import InspectReport
+
+
+def human_bytes(count: int | None) -> str:
+    if count is None:
+        return "?"
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def _shape(shape: Any) -> str:
+    if shape is None:
+        return "?"
+    if shape and isinstance(shape[0], list | tuple):
+        return ", ".join(_shape(s) for s in shape)
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def render_inspect(report: InspectReport, max_rows: int = 200) -> RenderableType:
+    parts: list[RenderableType] = []
+    producer = report.producer
+    who = " ".join(str(v) for v in (producer.get("name"), producer.get("version")) if v)
+    header = Table.grid(padding=(0, 2))
+    header.add_row("format", f"{report.format} ({report.flavour})")
+    if report.recognised:
+        header.add_row("recognised", report.recognised)
+    header.add_row("producer", who or "unknown")
+    if report.backend:
+        header.add_row("backend", report.backend)
+    header.add_row("file size", human_bytes(report.file_size))
+    parts.append(Panel(header, title=report.path, expand=False))
+
+    if report.layers:
+        layers = Table(title="Layers", title_justify="left")
+        for column in ("name", "class", "output shape", "params", "connected to"):
+            layers.add_column(column, justify="right" if column == "params" else "left")
+        for layer in report.layers[:max_rows]:
+            layers.add_row(
+                layer.name,
+                layer.class_name,
+                _shape(layer.output_shape),
+                _count(layer.params),
+                ", ".join(layer.inbound),
+            )
+        parts.append(layers)
+        if len(report.layers) > max_rows:
+            parts.append(Text(f"... {len(report.layers) - max_rows} more layers"))
+    elif not report.has_architecture:
+        parts.append(Text("No architecture in this file (weights only).", style="dim"))
+
+    if report.tensors:
+        tensors = Table(title="Tensors", title_justify="left")
+        for column in ("name", "role", "dtype", "shape", "size"):
+            tensors.add_column(column, justify="right" if column == "size" else "left")
+        with_sha = any(t.sha256 for t in report.tensors)
+        with_stats = any(t.stats for t in report.tensors)
+        if with_sha:
+            tensors.add_column("sha256")
+        if with_stats:
+            for column in ("min", "max", "mean", "std", "nan/inf"):
+                tensors.add_column(column, justify="right")
+        for tensor in report.tensors[:max_rows]:
+            row = [
+                tensor.name,
+                tensor.role,
+                tensor.dtype,
+                _shape(list(tensor.shape)),
+                human_bytes(tensor.nbytes),
+            ]
+            if with_sha:
+                row.append((tensor.sha256 or "")[:16])
+            if with_stats and tensor.stats is not None:
+                s = tensor.stats
+                row += [
+                    _num(s.min),
+                    _num(s.max),
+                    _num(s.mean),
+                    _num(s.std),
+                    f"{s.nan_count}/{s.inf_count}",
+                ]
+            tensors.add_row(*row)
+        parts.append(tensors)
+        if len(report.tensors) > max_rows:
+            parts.append(Text(f"... {len(report.tensors) - max_rows} more tensors"))
+
+    totals = Table.grid(padding=(0, 2))
+    totals.add_row("total params", _count(report.total_params))
+    totals.add_row("trainable", _count(report.trainable_params))
+    totals.add_row("non-trainable", _count(report.non_trainable_params))
+    totals.add_row("tensor bytes", human_bytes(report.total_bytes))
+    parts.append(Panel(totals, title="Totals", expand=False))
+    if report.migrations:
+        parts.append(
+            Text("Keras 3 migrations that would apply: " + ", ".join(report.migrations))
+        )
+    for warning in report.warnings:
+        parts.append(Text(f"warning: {warning}", style="yellow"))
+    return Group(*parts)
+
+
+def _num(value: float | None) -> str:
+    return "?" if value is None else f"{value:.4g}"
+
+
+def render_convert(report: ConvertReport) -> RenderableType:
+    lines = [
+        f"wrote {report.destination} ({report.format}"
+        + (f", {report.flavour}" if report.flavour else "")
+        + f"): {report.tensors} tensors, {human_bytes(report.bytes)}, "
+        "read back and verified"
+    ]
+    lines += [f"migration: {m}" for m in report.migrations]
+    lines += [f"lost: {loss}" for loss in report.losses]
+    if report.dropped:
+        lines.append(f"dropped {len(report.dropped)} tensors")
+    return Group(*(Text(line) for line in lines))
+
+
+def render_formats(formats: tuple[FormatInfo, ...]) -> RenderableType:
+    table = Table(title="Formats", title_justify="left")
+    for column in ("name", "reads", "writes", "arch", "weights", "optimizer", "dtypes"):
+        table.add_column(column)
+    for info in formats:
+        caps = info.capabilities
+        names = info.name + (f" ({', '.join(info.aliases)})" if info.aliases else "")
+        dtype_text = (
+            "all" if len(caps.dtypes) == 15 else ", ".join(sorted(caps.dtypes)) or "-"
+        )
+        table.add_row(
+            names,
+            ", ".join(info.flavours_read),
+            ", ".join(info.flavours_write) or "-",
+            _yes(caps.architecture),
+            _yes(caps.weights),
+            _yes(caps.optimizer),
+            dtype_text,
+        )
+    return table
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
