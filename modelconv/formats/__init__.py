@@ -242,6 +242,8 @@ def identify_unsupported(probe: Probe) -> str | None:
         return "a legacy PyTorch checkpoint (.pt/.pth)"
     if len(head) > 10 and head[8:10] == b'{"':
         return "a safetensors file"
-    if probe.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+    if probe.suffix in (".pt", ".pth", ".ckpt") or (
+        probe.suffix == ".bin" and head[:1] in (b"\x80", b"P")
+    ):
         return "a PyTorch checkpoint"
     return None
