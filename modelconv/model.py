@@ -146,7 +146,9 @@ class Tensor:
             chunk = dtypes.to_little_endian(chunk)
             if not chunk.flags.c_contiguous:
                 chunk = np.ascontiguousarray(chunk)
-            yield memoryview(chunk).cast("B")
+            # A uint8 view, because the buffer protocol has no code for
+            # bfloat16 and memoryview() refuses it.
+            yield memoryview(chunk.view(np.uint8))
 
     def replace(self, **changes: Any) -> Tensor:
         return replace(self, **changes)
