@@ -271,8 +271,7 @@ class _RecordingSource:
 
     def read(self) -> np.ndarray:
         array = self.tensor.read()
-        le = dtypes.to_little_endian(array)
-        crc = zlib.crc32(memoryview(np.ascontiguousarray(le)).cast("B"))
+        crc = zlib.crc32(dtypes.le_bytes(array))
         self.recorder.record(self.tensor, crc, self.tensor.nbytes)
         return array
 
@@ -280,10 +279,7 @@ class _RecordingSource:
         crc = 0
         done = 0
         for chunk in self.tensor.iter_chunks(max_bytes):
-            le = dtypes.to_little_endian(chunk)
-            if not le.flags.c_contiguous:
-                le = np.ascontiguousarray(le)
-            crc = zlib.crc32(memoryview(le).cast("B"), crc)
+            crc = zlib.crc32(dtypes.le_bytes(chunk), crc)
             done += chunk.nbytes
             self.recorder.advance(chunk.nbytes)
             yield chunk

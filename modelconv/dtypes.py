@@ -131,3 +131,15 @@ def to_little_endian(array: np.ndarray) -> np.ndarray:
 
 
 _NATIVE_LITTLE = np.little_endian
+
+
+def le_bytes(array: np.ndarray) -> memoryview:
+    """The C-order little-endian bytes of ``array`` as a flat uint8 view.
+
+    Copies only when the array is big-endian or not C-contiguous. The uint8
+    view is needed because the buffer protocol has no code for bfloat16.
+    """
+    array = to_little_endian(np.asarray(array))
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    return memoryview(array.reshape(-1).view(np.uint8))

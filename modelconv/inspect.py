@@ -216,8 +216,7 @@ def _tensor_info(tensor: Tensor, checksums: bool, stats: bool) -> TensorInfo:
         acc = _StatsAccumulator(tensor.dtype) if stats else None
         for chunk in tensor.iter_chunks():
             if hasher is not None:
-                le = dtypes.to_little_endian(chunk)
-                hasher.update(memoryview(np.ascontiguousarray(le)).cast("B"))
+                hasher.update(dtypes.le_bytes(chunk))
             if acc is not None:
                 acc.add(chunk)
         sha = hasher.hexdigest() if hasher is not None else None
