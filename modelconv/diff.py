@@ -1,0 +1,1163 @@
+"""Two Models in, one Diff record out: what changed, in meaning, not in bytes.
+
+The architecture is compared after normalising both Keras configs, so that
+serialisation details (Keras 1, 2 and 3 forms, node formats, DTypePolicy
+objects, ``module`` and ``registered_name`` keys) are not reported as changes.
+Tensors are matched by canonical name, then by layer and position, and
+compared chunk by chunk so that memory follows the chunk size, not the model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import dtypes
+from .model import Architecture, Model, Role, Tensor
+
+# Comparison works on chunks of this many bytes per side. Each chunk is
+# widened to float64 (up to 4x for float16) and a few temporaries are made,
+# so 4 MiB keeps the peak far below the 400 MiB budget for any model size.
+DIFF_CHUNK_BYTES = 4 * 2**20
+
+SCHEMA = 1
+
+
+class ChangeKind(str, Enum):
+    """What happened to one part of the architecture."""
+
+    ADDED = "added"
+    REMOVED = "removed"
+    RENAMED = "renamed"
+    CHANGED = "changed"
+    CONNECTIONS = "connections"
+    # One side spells out the Keras default, the other leaves it implicit.
+    DEFAULT = "default"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TensorStatus(str, Enum):
+    """How one tensor of A compares with its match in B (DESIGN.md)."""
+
+    SAME = "same"
+    CLOSE = "close"
+    CHANGED = "changed"
+    ONLY_IN_A = "only_in_a"
+    ONLY_IN_B = "only_in_b"
+    SHAPE_CHANGED = "shape_changed"
+    DTYPE_CHANGED = "dtype_changed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Worst first: the order the weights table is sorted in.
+SEVERITY = (
+    TensorStatus.ONLY_IN_A,
+    TensorStatus.ONLY_IN_B,
+    TensorStatus.SHAPE_CHANGED,
+    TensorStatus.DTYPE_CHANGED,
+    TensorStatus.CHANGED,
+    TensorStatus.CLOSE,
+    TensorStatus.SAME,
+)
+OK_STATUSES = frozenset({TensorStatus.SAME, TensorStatus.CLOSE})
+
+
+@dataclass(frozen=True)
+class ArchChange:
+    """One architecture change; ``path`` is a JSON Pointer into the normalised
+    config (``/layers/<name>/config/<field>``)."""
+
+    kind: ChangeKind
+    path: str
+    a: Any = None
+    b: Any = None
+
+    @property
+    def counts(self) -> bool:
+        return self.kind is not ChangeKind.DEFAULT
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "path": self.path,
+            "a": json_value(self.a),
+            "b": json_value(self.b),
+        }
+
+
+@dataclass(frozen=True)
+class TensorDiff:
+    """One matched (or unmatched) tensor and how its values compare."""
+
+    name: str
+    name_a: str | None
+    name_b: str | None
+    matched_by: str | None  # "name", "position", or None when unmatched
+    status: TensorStatus
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    mismatched: int | None = None
+    mismatched_fraction: float | None = None
+    dtype_a: str | None = None
+    dtype_b: str | None = None
+    shape_a: tuple[int, ...] | None = None
+    shape_b: tuple[int, ...] | None = None
+    role: str = "weight"
+
+    @property
+    def counts(self) -> bool:
+        return self.status not in OK_STATUSES
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "name_a": self.name_a,
+            "name_b": self.name_b,
+            "matched_by": self.matched_by,
+            "status": self.status.value,
+            "max_abs_diff": json_value(self.max_abs_diff),
+            "max_rel_diff": json_value(self.max_rel_diff),
+            "mismatched": self.mismatched,
+            "mismatched_fraction": json_value(self.mismatched_fraction),
+            "role": self.role,
+            "dtype_a": self.dtype_a,
+            "dtype_b": self.dtype_b,
+            "shape_a": None if self.shape_a is None else list(self.shape_a),
+            "shape_b": None if self.shape_b is None else list(self.shape_b),
+        }
+
+
+@dataclass(frozen=True)
+class MetadataChange:
+    """A metadata entry (producer, backend, training config...) that differs."""
+
+    path: str
+    a: Any = None
+    b: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "a": json_value(self.a), "b": json_value(self.b)}
+
+
+@dataclass(frozen=True)
+class DiffOptions:
+    atol: float = 0.0
+    rtol: float = 0.0
+    ulps: int | None = None
+    nan_differs: bool = False
+    optimizer: bool = False
+    strict: bool = False
+
+    @property
+    def tolerant(self) -> bool:
+        return self.atol > 0 or self.rtol > 0 or bool(self.ulps)
+
+
+@dataclass(frozen=True)
+class Diff:
+    """Everything ``modelconv diff`` reports, as plain data."""
+
+    architecture: tuple[ArchChange, ...]
+    tensors: tuple[TensorDiff, ...]
+    metadata: tuple[MetadataChange, ...]
+    options: DiffOptions = field(default_factory=DiffOptions)
+    a: str | None = None
+    b: str | None = None
+    source_a: Mapping[str, Any] = field(default_factory=dict)
+    source_b: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def differences(self) -> int:
+        """How many reported items count as differences."""
+        count = sum(1 for change in self.architecture if change.counts)
+        count += sum(1 for tensor in self.tensors if tensor.counts)
+        if self.options.strict:
+            count += len(self.metadata)
+        return count
+
+    @property
+    def identical(self) -> bool:
+        return self.differences == 0
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.identical else 1
+
+    def to_json(self) -> dict[str, Any]:
+        opts = self.options
+        return {
+            "schema": SCHEMA,
+            "identical": self.identical,
+            "differences": self.differences,
+            "a": {"path": self.a, **self.source_a},
+            "b": {"path": self.b, **self.source_b},
+            "options": {
+                "atol": json_value(opts.atol),
+                "rtol": json_value(opts.rtol),
+                "ulps": opts.ulps,
+                "nan_differs": opts.nan_differs,
+                "optimizer": opts.optimizer,
+                "strict": opts.strict,
+            },
+            "architecture": [change.to_json() for change in self.architecture],
+            "tensors": [tensor.to_json() for tensor in self.tensors],
+            "metadata": [change.to_json() for change in self.metadata],
+        }
+
+
+def json_value(value: Any) -> Any:
+    """``value`` made JSON-safe: non-finite floats as "nan"/"inf"/"-inf"."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    return str(value)
+
+
+# --------------------------------------------------------------------------
+# Public API
+
+
+def diff_models(
+    a: Model,
+    b: Model,
+    *,
+    atol: float = 0.0,
+    rtol: float = 0.0,
+    ulps: int | None = None,
+    nan_differs: bool = False,
+    optimizer: bool = False,
+    strict: bool = False,
+    progress: Callable[[int], None] | None = None,
+    chunk_bytes: int = DIFF_CHUNK_BYTES,
+) -> Diff:
+    """Compare two Models: architecture, tensors and metadata.
+
+    ``progress`` is called with the number of bytes of A compared since the
+    last call, for a progress bar; the library itself never prints.
+    """
+    options = DiffOptions(
+        atol=float(atol),
+        rtol=float(rtol),
+        ulps=ulps,
+        nan_differs=nan_differs,
+        optimizer=optimizer,
+        strict=strict,
+    )
+    if atol < 0 or rtol < 0 or (ulps is not None and ulps < 0):
+        from .errors import UsageError
+
+        raise UsageError(
+            f"tolerances must not be negative (atol={atol}, rtol={rtol}, "
+            f"ulps={ulps}); give values of 0 or more"
+        )
+    layers_a = normalised_layers(a.architecture)
+    layers_b = normalised_layers(b.architecture)
+    changes, renames = compare_architectures(a.architecture, b.architecture)
+    tensors = compare_tensors(
+        a, b, layers_a, layers_b, renames, options, progress, chunk_bytes
+    )
+    metadata = compare_metadata(a.metadata, b.metadata)
+    return Diff(
+        architecture=tuple(changes),
+        tensors=tuple(tensors),
+        metadata=tuple(metadata),
+        options=options,
+        source_a=_source_facts(a),
+        source_b=_source_facts(b),
+    )
+
+
+def diff_paths(
+    path_a: str | Path,
+    path_b: str | Path,
+    *,
+    format_a: str | None = None,
+    format_b: str | None = None,
+    **options: Any,
+) -> Diff:
+    """Load two files and compare them; see ``diff_models`` for the options."""
+    from . import api
+
+    with api.load(Path(path_a), format=format_a) as model_a:
+        with api.load(Path(path_b), format=format_b) as model_b:
+            result = diff_models(model_a, model_b, **options)
+    return Diff(
+        architecture=result.architecture,
+        tensors=result.tensors,
+        metadata=result.metadata,
+        options=result.options,
+        a=str(path_a),
+        b=str(path_b),
+        source_a=result.source_a,
+        source_b=result.source_b,
+    )
+
+
+def _source_facts(model: Model) -> dict[str, Any]:
+    return {"format": model.format or None, "flavour": model.flavour or None}
+
+
+# --------------------------------------------------------------------------
+# Architecture: normalise, then compare
+
+
+@dataclass(frozen=True)
+class NormLayer:
+    """A layer with its config normalised for comparison."""
+
+    name: str
+    class_name: str
+    config: Mapping[str, Any]
+    inbound: tuple[str, ...]
+    tensor_names: tuple[str, ...]
+    index: int
+
+
+# Serialisation details, not meaning: Keras 3 adds `module` and
+# `registered_name` to every object, `build_config` and `compile_config` to
+# layers and models; tf.keras 2.x adds `shared_object_id` to shared objects.
+_DROP_KEYS = frozenset(
+    {"module", "registered_name", "build_config", "compile_config", "shared_object_id"}
+)
+
+# Keras 1 names of fields Keras 2 renamed (Keras 2.0 release notes).
+_KERAS1_RENAMES = {
+    "output_dim": "units",
+    "init": "kernel_initializer",
+    "inner_init": "recurrent_initializer",
+    "W_regularizer": "kernel_regularizer",
+    "b_regularizer": "bias_regularizer",
+    "U_regularizer": "recurrent_regularizer",
+    "W_constraint": "kernel_constraint",
+    "b_constraint": "bias_constraint",
+    "U_constraint": "recurrent_constraint",
+    "bias": "use_bias",
+    "nb_filter": "filters",
+    "border_mode": "padding",
+    "subsample": "strides",
+    "dim_ordering": "data_format",
+    "dropout_W": "dropout",
+    "dropout_U": "recurrent_dropout",
+}
+
+# DTypePolicy class names: Keras 3 `DTypePolicy`/`FloatDTypePolicy`,
+# tf.keras mixed precision `Policy`.
+_POLICY_CLASSES = frozenset({"DTypePolicy", "FloatDTypePolicy", "Policy"})
+
+# Non-null Keras defaults that one writer spells out and another omits.
+# A field that is null on one side and absent on the other is always treated
+# as a default: Keras uses null for "not set" throughout its configs.
+_GLOBAL_DEFAULTS: dict[str, Any] = {
+    "trainable": True,
+    "dtype": "float32",
+    "sparse": False,
+    "ragged": False,
+    "optional": False,
+    "synchronized": False,
+    "renorm": False,
+    "renorm_momentum": 0.99,
+    "mask_zero": False,
+    "lora_alpha": None,
+}
+_CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "Dense": {"activation": "linear", "use_bias": True},
+    "Conv1D": {"activation": "linear", "use_bias": True, "groups": 1},
+    "Conv2D": {"activation": "linear", "use_bias": True, "groups": 1},
+    "Conv3D": {"activation": "linear", "use_bias": True, "groups": 1},
+    "BatchNormalization": {
+        "momentum": 0.99,
+        "epsilon": 0.001,
+        "center": True,
+        "scale": True,
+    },
+    "LayerNormalization": {"epsilon": 0.001, "center": True, "scale": True},
+    "Embedding": {"mask_zero": False},
+    "Flatten": {"data_format": "channels_last"},
+}
+# Names Keras generates for unnamed models (Keras 3 `sequential`,
+# `functional_1`; tf.keras `model`, `sequential_2`).
+_GENERATED_MODEL_NAME = re.compile(r"(sequential|functional|model)(_\d+)?")
+
+# Keras 2 puts the model's input shape on the first layer of a Sequential as
+# well as on its InputLayer; Keras 3 keeps it only on the InputLayer.
+_INPUT_SHAPE_KEYS = frozenset({"batch_shape", "input_shape", "input_dim"})
+
+
+def normalised_layers(arch: Architecture | None) -> list[NormLayer]:
+    """The layers of ``arch`` with normalised configs, in model order."""
+    if arch is None or arch.framework != "keras":
+        return []
+    form = arch.form
+    layers = list(arch.layers) or _layers_from_config(arch.config)
+    result = []
+    for index, layer in enumerate(layers):
+        config = _layer_inner_config(layer.config)
+        result.append(
+            NormLayer(
+                name=layer.name,
+                class_name=layer.class_name,
+                config=_positive_axis(
+                    normalise_config(config, form=form, class_name=layer.class_name),
+                    layer.output_shape,
+                ),
+                inbound=tuple(layer.inbound),
+                tensor_names=tuple(layer.tensor_names),
+                index=index,
+            )
+        )
+    return result
+
+
+def _positive_axis(config: Any, shape: Any) -> Any:
+    """Negative normalisation axes made positive when the rank is known.
+
+    tf.keras 2.x stores BatchNormalization's axis as positive ints once built
+    (``[1]``); Keras 3 keeps the ``-1`` it was given. Both mean the same.
+    """
+    axis = config.get("axis") if isinstance(config, Mapping) else None
+    if not isinstance(axis, list) or not isinstance(shape, (list, tuple)):
+        return config
+    if not all(isinstance(d, int) or d is None for d in shape):
+        return config  # several outputs: rank ambiguous
+    rank = len(shape)
+    fixed = [
+        a + rank if isinstance(a, int) and not isinstance(a, bool) and a < 0 else a
+        for a in axis
+    ]
+    return {**config, "axis": fixed}
+
+
+def _layer_inner_config(config: Any) -> Mapping[str, Any]:
+    """The layer's own config, whether given as the entry or its `config`."""
+    if isinstance(config, Mapping):
+        if "class_name" in config and isinstance(config.get("config"), Mapping):
+            return config["config"]
+        return config
+    return {}
+
+
+def normalise_config(
+    config: Any, *, form: int | None = None, class_name: str | None = None
+) -> Any:
+    """A Keras config with serialisation details removed (see _DROP_KEYS)."""
+    if isinstance(config, Mapping):
+        if config.get("class_name") in _POLICY_CLASSES and isinstance(
+            config.get("config"), Mapping
+        ):
+            return config["config"].get("name")
+        out: dict[str, Any] = {}
+        for key, value in config.items():
+            key = str(key)
+            if key in _DROP_KEYS or (class_name is not None and key == "name"):
+                continue
+            if form == 1 and key in _KERAS1_RENAMES:
+                key = _KERAS1_RENAMES[key]
+            if key == "batch_input_shape":  # Keras 2 spelling of batch_shape
+                key = "batch_shape"
+            if isinstance(value, str) and (
+                key.endswith("_initializer") or key == "kernel_initializer"
+            ):
+                value = {"class_name": _camel(value), "config": {}}
+            out[key] = normalise_config(value, form=form)
+        if class_name == "BatchNormalization" and isinstance(out.get("axis"), int):
+            # tf.keras 2.x stores axis as a list after building; Keras 3 as int.
+            out["axis"] = [out["axis"]]
+        return out
+    if isinstance(config, (list, tuple)):
+        return [normalise_config(v, form=form) for v in config]
+    return config
+
+
+def _camel(name: str) -> str:
+    """``glorot_uniform`` → ``GlorotUniform``: Keras 1/2 initialiser strings."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+
+
+def _layers_from_config(config: Any) -> list[Any]:
+    """Layers from a raw Keras model config when the architecture lists none.
+
+    Handles Sequential (Keras 1 list form included) and Functional configs
+    with either node format; keras_config normally does this job.
+    """
+    from .model import Layer
+
+    class_name = ""
+    inner: Any = config
+    if isinstance(config, Mapping) and "config" in config:
+        class_name = str(config.get("class_name", ""))
+        inner = config["config"]
+    entries = inner if isinstance(inner, list) else inner.get("layers", [])
+    if not isinstance(entries, list):
+        return []
+    layers: list[Layer] = []
+    previous: str | None = None
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            continue
+        layer_config = (
+            entry.get("config") if isinstance(entry.get("config"), Mapping) else {}
+        )
+        name = str(entry.get("name") or layer_config.get("name") or "")
+        if "inbound_nodes" in entry:
+            inbound = _inbound_names(entry.get("inbound_nodes"))
+        elif class_name != "Functional" and class_name != "Model":
+            inbound = [previous] if previous else []
+        else:
+            inbound = []
+        layers.append(
+            Layer(
+                name=name,
+                class_name=str(entry.get("class_name", "")),
+                config=layer_config,
+                inbound=tuple(inbound),
+                # Only its rank is used (normalisation axes); for the layers
+                # that have an axis, the output shape equals the input's.
+                output_shape=_build_input_shape(entry),
+            )
+        )
+        previous = name
+    return layers
+
+
+def _build_input_shape(entry: Mapping[str, Any]) -> Any:
+    build = entry.get("build_config")
+    return build.get("input_shape") if isinstance(build, Mapping) else None
+
+
+def _inbound_names(nodes: Any) -> list[str]:
+    """Inbound layer names from Keras 2 lists or Keras 3 ``keras_history``."""
+    names: list[str] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, Mapping):
+            history = (
+                obj.get("config", {}).get("keras_history")
+                if isinstance(obj.get("config"), Mapping)
+                else None
+            )
+            if obj.get("class_name") == "__keras_tensor__" and history:
+                names.append(str(history[0]))
+                return
+            for value in obj.values():
+                walk(value)
+        elif isinstance(obj, list):
+            if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int):
+                names.append(obj[0])
+                return
+            for value in obj:
+                walk(value)
+
+    walk(nodes)
+    return names
+
+
+def _model_level(arch: Architecture) -> dict[str, Any]:
+    """Model-level facts: class, name, inputs, outputs and remaining config."""
+    config: Any = arch.config
+    class_name = None
+    if isinstance(config, Mapping) and "config" in config and "class_name" in config:
+        class_name = config.get("class_name")
+        config = config["config"]
+    if not isinstance(config, Mapping):
+        return {"class_name": class_name, "name": None, "config": {}}
+    rest = {
+        k: v
+        for k, v in config.items()
+        if k
+        not in {
+            "layers",
+            "input_layers",
+            "output_layers",
+            "name",
+            "build_input_shape",
+            "keras_version",
+            "backend",
+        }
+    }
+    return {
+        "class_name": class_name,
+        "name": config.get("name"),
+        "inputs": _endpoint_names(config.get("input_layers")),
+        "outputs": _endpoint_names(config.get("output_layers")),
+        "config": normalise_config(rest),
+    }
+
+
+def _endpoint_names(value: Any) -> list[str] | None:
+    """Layer names of ``input_layers``/``output_layers``: Keras 2 writes a list
+    of ``[name, node, tensor]``, Keras 3 a single triple for one endpoint."""
+    if value is None:
+        return None
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        return [value[0]]
+    names = []
+    for item in value if isinstance(value, list) else []:
+        if isinstance(item, list) and item and isinstance(item[0], str):
+            names.append(item[0])
+    return names
+
+
+def compare_architectures(
+    a: Architecture | None, b: Architecture | None
+) -> tuple[list[ArchChange], dict[str, str]]:
+    """Semantic changes from A to B, and the layer renames found (a → b)."""
+    if a is None and b is None:
+        return [], {}
+    if a is None or b is None:
+        kind = ChangeKind.ADDED if a is None else ChangeKind.REMOVED
+        present = b if a is None else a
+        assert present is not None
+        summary = f"{present.framework} architecture, {len(present.layers)} layers"
+        return [
+            ArchChange(
+                kind, "", None if a is None else summary, summary if a is None else None
+            )
+        ], {}
+    if a.framework != b.framework:
+        return [
+            ArchChange(ChangeKind.CHANGED, "/framework", a.framework, b.framework)
+        ], {}
+    if a.framework != "keras":
+        changes: list[ArchChange] = []
+        _compare_values(
+            normalise_config(a.config), normalise_config(b.config), "/config", changes
+        )
+        return changes, {}
+
+    changes = []
+    level_a, level_b = _model_level(a), _model_level(b)
+    if level_a["class_name"] != level_b["class_name"]:
+        changes.append(
+            ArchChange(
+                ChangeKind.CHANGED,
+                "/class_name",
+                level_a["class_name"],
+                level_b["class_name"],
+            )
+        )
+    if level_a["name"] != level_b["name"]:
+        generated = all(
+            isinstance(n, str) and _GENERATED_MODEL_NAME.fullmatch(n)
+            for n in (level_a["name"], level_b["name"])
+        )
+        kind = ChangeKind.DEFAULT if generated else ChangeKind.CHANGED
+        changes.append(ArchChange(kind, "/name", level_a["name"], level_b["name"]))
+    _compare_values(level_a["config"], level_b["config"], "/config", changes)
+
+    sequential = level_a["class_name"] == level_b["class_name"] == "Sequential"
+    layers_a, layers_b = normalised_layers(a), normalised_layers(b)
+    pairs, renames, only_a, only_b = _match_layers(layers_a, layers_b)
+    implicit = {
+        layer.name
+        for layer in layers_a + layers_b
+        if sequential and layer.class_name == "InputLayer"
+    }
+    for layer in only_a:
+        # A Sequential's input layer is implicit in Keras 2 configs that put
+        # batch_input_shape on the first layer; Keras 3 always lists it.
+        kind = ChangeKind.DEFAULT if layer.name in implicit else ChangeKind.REMOVED
+        changes.append(
+            ArchChange(kind, _pointer("layers", layer.name), layer.class_name, None)
+        )
+    for layer in only_b:
+        kind = ChangeKind.DEFAULT if layer.name in implicit else ChangeKind.ADDED
+        changes.append(
+            ArchChange(kind, _pointer("layers", layer.name), None, layer.class_name)
+        )
+    for la, lb in pairs:
+        base = _pointer("layers", la.name)
+        if la.name != lb.name:
+            # Each Keras line generates its own name for a Sequential's
+            # input layer (Keras 3 `input_layer`, tf.keras `input_1` or
+            # `dense_input`); nothing refers to it by name.
+            kind = (
+                ChangeKind.DEFAULT
+                if la.name in implicit and lb.name in implicit
+                else ChangeKind.RENAMED
+            )
+            changes.append(ArchChange(kind, base + "/name", la.name, lb.name))
+        if la.class_name != lb.class_name:
+            changes.append(
+                ArchChange(
+                    ChangeKind.CHANGED,
+                    base + "/class_name",
+                    la.class_name,
+                    lb.class_name,
+                )
+            )
+        _compare_values(
+            la.config, lb.config, base + "/config", changes, class_name=la.class_name
+        )
+        mapped = [renames.get(n, n) for n in la.inbound if n not in implicit]
+        if mapped != [n for n in lb.inbound if n not in implicit]:
+            changes.append(
+                ArchChange(
+                    ChangeKind.CONNECTIONS,
+                    base + "/inbound",
+                    list(la.inbound),
+                    list(lb.inbound),
+                )
+            )
+
+    for key in ("inputs", "outputs"):
+        ends_a, ends_b = level_a.get(key), level_b.get(key)
+        if ends_a is None or ends_b is None:
+            continue  # Sequential configs do not list them
+        if [renames.get(n, n) for n in ends_a] != ends_b:
+            changes.append(
+                ArchChange(ChangeKind.CONNECTIONS, f"/{key}", ends_a, ends_b)
+            )
+    return changes, renames
+
+
+def _match_layers(
+    layers_a: list[NormLayer], layers_b: list[NormLayer]
+) -> tuple[
+    list[tuple[NormLayer, NormLayer]], dict[str, str], list[NormLayer], list[NormLayer]
+]:
+    """Pair layers by name, then find evident renames among the rest.
+
+    A rename is evident when class and config agree and either the position
+    in the model or the (already mapped) inbound layers agree.
+    """
+    by_name_b = {layer.name: layer for layer in layers_b}
+    pairs: list[tuple[NormLayer, NormLayer]] = []
+    rest_a: list[NormLayer] = []
+    for layer in layers_a:
+        match = by_name_b.get(layer.name)
+        if match is not None:
+            pairs.append((layer, match))
+        else:
+            rest_a.append(layer)
+    matched_b = {lb.name for _, lb in pairs}
+    rest_b = [layer for layer in layers_b if layer.name not in matched_b]
+
+    renames: dict[str, str] = {}
+    # Two passes so that a rename found late can make an earlier edge match.
+    for _ in range(2):
+        for la in list(rest_a):
+            for lb in rest_b:
+                if la.class_name != lb.class_name or not _equivalent(la, lb):
+                    continue
+                same_edges = [renames.get(n, n) for n in la.inbound] == list(lb.inbound)
+                if la.index == lb.index or (same_edges and la.inbound):
+                    renames[la.name] = lb.name
+                    pairs.append((la, lb))
+                    rest_a.remove(la)
+                    rest_b.remove(lb)
+                    break
+    pairs.sort(key=lambda pair: pair[0].index)
+    return pairs, renames, rest_a, rest_b
+
+
+def _equivalent(la: NormLayer, lb: NormLayer) -> bool:
+    """Configs that differ at most in spelled-out defaults."""
+    found: list[ArchChange] = []
+    _compare_values(la.config, lb.config, "", found, class_name=la.class_name)
+    return not any(change.counts for change in found)
+
+
+def _pointer(*parts: str) -> str:
+    """A JSON Pointer (RFC 6901) from unescaped parts."""
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _defaults_for(class_name: str | None) -> dict[str, Any]:
+    return {**_GLOBAL_DEFAULTS, **_CLASS_DEFAULTS.get(class_name or "", {})}
+
+
+def _compare_values(
+    a: Any,
+    b: Any,
+    path: str,
+    changes: list[ArchChange],
+    *,
+    class_name: str | None = None,
+) -> None:
+    """Append the differences between two normalised JSON values."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        defaults = _defaults_for(class_name)
+        for key in list(a) + [k for k in b if k not in a]:
+            sub = path + _pointer(key)
+            if key in a and key in b:
+                _compare_values(a[key], b[key], sub, changes)
+                continue
+            value = a[key] if key in a else b[key]
+            is_default = (
+                value is None
+                or (key in defaults and _same_value(defaults[key], value))
+                or (key in _INPUT_SHAPE_KEYS and class_name not in (None, "InputLayer"))
+            )
+            kind = (
+                ChangeKind.DEFAULT
+                if is_default
+                else (ChangeKind.REMOVED if key in a else ChangeKind.ADDED)
+            )
+            changes.append(ArchChange(kind, sub, a.get(key), b.get(key)))
+        return
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for index, (item_a, item_b) in enumerate(zip(a, b)):
+            _compare_values(item_a, item_b, f"{path}/{index}", changes)
+        return
+    if not _same_value(a, b):
+        changes.append(ArchChange(ChangeKind.CHANGED, path, a, b))
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """JSON equality where 1 == 1.0 but True != 1 and lists equal tuples."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b or (a != a and b != b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    return bool(type(a) is type(b) and a == b)
+
+
+# --------------------------------------------------------------------------
+# Metadata
+
+
+def compare_metadata(
+    a: Mapping[str, Any], b: Mapping[str, Any]
+) -> list[MetadataChange]:
+    """Top-level metadata entries that differ (nested values compared whole)."""
+    changes = []
+    for key in list(a) + [k for k in b if k not in a]:
+        value_a, value_b = a.get(key), b.get(key)
+        if not _same_value(value_a, value_b):
+            changes.append(MetadataChange(_pointer(str(key)), value_a, value_b))
+    return changes
+
+
+# --------------------------------------------------------------------------
+# Tensors: match, then compare in aligned chunks
+
+
+def _layer_of(tensor: Tensor, owner: Mapping[str, str]) -> str:
+    """The layer a tensor belongs to: from the architecture, else its name."""
+    if tensor.name in owner:
+        return owner[tensor.name]
+    return tensor.name.rsplit("/", 1)[0] if "/" in tensor.name else ""
+
+
+def _positions(
+    tensors: Sequence[Tensor], layers: Sequence[NormLayer]
+) -> dict[str, tuple[str, str, int]]:
+    """tensor name → (layer, role, index among that layer's tensors of the role)."""
+    owner = {name: layer.name for layer in layers for name in layer.tensor_names}
+    counters: dict[tuple[str, str], int] = {}
+    result = {}
+    for tensor in tensors:
+        key = (_layer_of(tensor, owner), tensor.role.value)
+        result[tensor.name] = (*key, counters.get(key, 0))
+        counters[key] = counters.get(key, 0) + 1
+    return result
+
+
+def match_tensors(
+    a: Sequence[Tensor],
+    b: Sequence[Tensor],
+    layers_a: Sequence[NormLayer] = (),
+    layers_b: Sequence[NormLayer] = (),
+    renames: Mapping[str, str] | None = None,
+) -> list[tuple[Tensor | None, Tensor | None, str | None]]:
+    """Pairs (a, b, matched_by) in A's order, then B's leftovers.
+
+    By canonical name first; the rest by layer (renames applied) and
+    position within the layer, which is how a legacy .h5 and a .keras
+    archive of the same model line up when their names differ.
+    """
+    renames = renames or {}
+    by_name_b = {t.name: t for t in b}
+    matched: dict[str, tuple[Tensor, str]] = {}
+    for tensor in a:
+        if tensor.name in by_name_b:
+            matched[tensor.name] = (by_name_b[tensor.name], "name")
+    used_b = {pair[0].name for pair in matched.values()}
+
+    pos_a = _positions(a, layers_a)
+    pos_b = _positions(b, layers_b)
+    free_b = {pos_b[t.name]: t for t in b if t.name not in used_b}
+    for tensor in a:
+        if tensor.name in matched:
+            continue
+        layer, role, index = pos_a[tensor.name]
+        other = free_b.pop((renames.get(layer, layer), role, index), None)
+        if other is not None:
+            matched[tensor.name] = (other, "position")
+            used_b.add(other.name)
+
+    pairs: list[tuple[Tensor | None, Tensor | None, str | None]] = []
+    for tensor in a:
+        if tensor.name in matched:
+            other, how = matched[tensor.name]
+            pairs.append((tensor, other, how))
+        else:
+            pairs.append((tensor, None, None))
+    pairs.extend((None, t, None) for t in b if t.name not in used_b)
+    return pairs
+
+
+def compare_tensors(
+    a: Model,
+    b: Model,
+    layers_a: Sequence[NormLayer],
+    layers_b: Sequence[NormLayer],
+    renames: Mapping[str, str],
+    options: DiffOptions,
+    progress: Callable[[int], None] | None = None,
+    chunk_bytes: int = DIFF_CHUNK_BYTES,
+) -> list[TensorDiff]:
+    def wanted(model: Model) -> list[Tensor]:
+        return [
+            t
+            for t in model.tensors
+            if options.optimizer or t.role is not Role.OPTIMIZER
+        ]
+
+    results = []
+    for ta, tb, how in match_tensors(wanted(a), wanted(b), layers_a, layers_b, renames):
+        results.append(compare_pair(ta, tb, how, options, chunk_bytes))
+        if progress is not None and ta is not None:
+            progress(ta.nbytes)
+    return results
+
+
+def compare_pair(
+    ta: Tensor | None,
+    tb: Tensor | None,
+    matched_by: str | None,
+    options: DiffOptions,
+    chunk_bytes: int = DIFF_CHUNK_BYTES,
+) -> TensorDiff:
+    """Compare two matched tensors (either may be None when unmatched)."""
+    if ta is None or tb is None:
+        present = ta if ta is not None else tb
+        assert present is not None
+        return TensorDiff(
+            name=present.name,
+            name_a=ta.name if ta is not None else None,
+            name_b=tb.name if tb is not None else None,
+            matched_by=None,
+            status=TensorStatus.ONLY_IN_B if ta is None else TensorStatus.ONLY_IN_A,
+            dtype_a=ta.dtype if ta is not None else None,
+            dtype_b=tb.dtype if tb is not None else None,
+            shape_a=ta.shape if ta is not None else None,
+            shape_b=tb.shape if tb is not None else None,
+            role=present.role.value,
+        )
+    common = dict(
+        name=ta.name,
+        name_a=ta.name,
+        name_b=tb.name,
+        matched_by=matched_by,
+        dtype_a=ta.dtype,
+        dtype_b=tb.dtype,
+        shape_a=ta.shape,
+        shape_b=tb.shape,
+        role=ta.role.value,
+    )
+    if ta.shape != tb.shape:
+        return TensorDiff(status=TensorStatus.SHAPE_CHANGED, **common)  # type: ignore[arg-type]
+    stats = _Stats()
+    for chunk_a, chunk_b in aligned_chunks(ta, tb, chunk_bytes):
+        stats.add(chunk_a, chunk_b, ta.dtype, tb.dtype, options)
+    if ta.dtype != tb.dtype:
+        status = TensorStatus.DTYPE_CHANGED
+    elif stats.bytes_differ == 0:
+        status = TensorStatus.SAME
+    elif stats.mismatched == 0:
+        status = TensorStatus.CLOSE
+    else:
+        status = TensorStatus.CHANGED
+    size = ta.size
+    return TensorDiff(
+        status=status,
+        max_abs_diff=stats.max_abs,
+        max_rel_diff=stats.max_rel,
+        mismatched=stats.mismatched,
+        mismatched_fraction=(stats.mismatched / size) if size else 0.0,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def aligned_chunks(
+    ta: Tensor, tb: Tensor, chunk_bytes: int = DIFF_CHUNK_BYTES
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Equal-length 1-D pieces of two tensors of the same size.
+
+    The two sources may cut their chunks differently (an HDF5 dataset's
+    chunks against a zip member's buffer), so pieces are re-cut at the
+    shorter of the two pending lengths.
+    """
+    iter_a = ta.iter_chunks(chunk_bytes)
+    iter_b = tb.iter_chunks(chunk_bytes)
+    pend_a = np.empty(0, dtype=ta.numpy_dtype)
+    pend_b = np.empty(0, dtype=tb.numpy_dtype)
+    while True:
+        if pend_a.size == 0:
+            pend_a = next(iter_a, None)  # type: ignore[arg-type]
+        if pend_b.size == 0:
+            pend_b = next(iter_b, None)  # type: ignore[arg-type]
+        if pend_a is None or pend_b is None:
+            # Both sources were checked to add up to the declared size, and
+            # the sizes are equal, so both end together.
+            for _ in iter_a:
+                pass
+            for _ in iter_b:
+                pass
+            return
+        n = min(pend_a.size, pend_b.size)
+        if n == 0:
+            continue
+        yield pend_a[:n], pend_b[:n]
+        pend_a, pend_b = pend_a[n:], pend_b[n:]
+
+
+_UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _bits(chunk: np.ndarray) -> np.ndarray:
+    """Little-endian raw bits of each element, as unsigned ints (complex: 2)."""
+    chunk = np.ascontiguousarray(dtypes.to_little_endian(chunk))
+    size = chunk.dtype.itemsize
+    if size == 16:  # complex128: two 8-byte halves per element
+        return chunk.view("<u8").reshape(-1, 2)
+    return chunk.view(np.dtype(_UINT_OF_SIZE[size]).newbyteorder("<"))
+
+
+def _as_number(chunk: np.ndarray, name: str) -> np.ndarray:
+    """A chunk widened for arithmetic: floats to float64, complex to complex128."""
+    if name in dtypes.COMPLEX_NAMES:
+        return chunk.astype(np.complex128)
+    if name == "bool":
+        return chunk.astype(np.int8).astype(np.float64)
+    return chunk.astype(np.float64)
+
+
+class _Stats:
+    """Running figures over the chunks of one tensor pair."""
+
+    def __init__(self) -> None:
+        self.bytes_differ = 0
+        self.mismatched = 0
+        self.max_abs: float = 0.0
+        self.max_rel: float = 0.0
+
+    def add(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        name_a: str,
+        name_b: str,
+        options: DiffOptions,
+    ) -> None:
+        if name_a == name_b:
+            bit_diff = _bits(a) != _bits(b)
+            if bit_diff.ndim == 2:
+                bit_diff = bit_diff.any(axis=1)
+        else:
+            bit_diff = np.ones(a.shape, dtype=bool)
+        self.bytes_differ += int(np.count_nonzero(bit_diff))
+        if not bit_diff.any():
+            return
+
+        exact = {name_a, name_b} <= (dtypes.INT_NAMES | {"bool"})
+        if exact and name_a == name_b:
+            # Integers and bools compare exactly; differences are still sized.
+            diff = np.abs(_as_number(a, name_a) - _as_number(b, name_b))
+            self._sizes(diff, np.abs(_as_number(b, name_b)), bit_diff)
+            self.mismatched += int(np.count_nonzero(bit_diff))
+            return
+
+        x, y = _as_number(a, name_a), _as_number(b, name_b)
+        nan_x, nan_y = np.isnan(x), np.isnan(y)
+        both_nan = nan_x & nan_y
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs(x - y)
+        # Equal values (infinities included) differ by 0; NaN against NaN
+        # is equal unless --nan-differs; NaN against a number is NaN.
+        diff = np.where(x == y, 0.0, diff)
+        if not options.nan_differs:
+            diff = np.where(both_nan, 0.0, diff)
+        diff = np.where(nan_x ^ nan_y, np.nan, diff)
+        magnitude = np.abs(y)
+        self._sizes(diff, magnitude, bit_diff)
+
+        ok = ~bit_diff
+        if options.tolerant:
+            with np.errstate(invalid="ignore", over="ignore"):
+                within = diff <= options.atol + options.rtol * magnitude
+            if options.ulps and name_a == name_b and name_a in dtypes.FLOAT_NAMES:
+                within |= _ulp_distance(a, b) <= options.ulps
+            if options.nan_differs:
+                within &= ~(nan_x | nan_y)
+            ok |= within
+        self.mismatched += int(np.count_nonzero(~ok))
+
+    def _sizes(self, diff: np.ndarray, magnitude: np.ndarray, mask: np.ndarray) -> None:
+        diff = diff[mask]
+        if diff.size == 0:
+            return
+        magnitude = magnitude[mask]
+        if np.isnan(diff).any():
+            self.max_abs = math.nan
+            self.max_rel = math.nan
+            return
+        if not math.isnan(self.max_abs):
+            self.max_abs = max(self.max_abs, float(diff.max()))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(diff == 0, 0.0, diff / magnitude)
+        if not math.isnan(self.max_rel):
+            self.max_rel = max(self.max_rel, float(np.nanmax(rel)))
+
+
+def _ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Units in the last place between two float arrays of the same dtype.
+
+    Bit patterns are mapped to a monotonic integer line (negative floats
+    mirrored), so -0.0 and 0.0 are 0 apart and neighbours are 1 apart.
+    """
+    size = a.dtype.itemsize
+    signed = np.dtype(f"<i{size}")
+    top = np.int64(1) << (8 * size - 1)
+
+    def line(x: np.ndarray) -> np.ndarray:
+        raw = (
+            np.ascontiguousarray(dtypes.to_little_endian(x))
+            .view(signed)
+            .astype(np.int64)
+        )
+        if size == 8:
+            # int64 bit patterns: negative floats have the sign bit set.
+            return np.where(raw < 0, np.int64(-(2**63)) - raw, raw)
+        return np.where(raw < 0, -(raw + top), raw)
+
+    # float64 arithmetic: int64 differences of far-apart floats can overflow.
+    return np.abs(line(a).astype(np.float64) - line(b).astype(np.float64))
