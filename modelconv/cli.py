@@ -222,7 +222,7 @@ def inspect(
 
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("src", type=click.Path(path_type=str))
-@click.argument("dst", type=click.Path(path_type=str))
+@click.argument("dst", type=click.Path(path_type=str), metavar="DST|-")
 @click.option("--weights", help="Attach this weights-only file to SRC first.")
 @click.option("--from", "source_format", help="Read SRC as this format.")
 @click.option("--to", "target_format", help="Write this format (default: from DST).")
@@ -276,26 +276,31 @@ def convert(
     names it unless --allow-lossy (or --drop / --cast) says so.
     """
     setup_logging(verbose, quiet)
+    options: dict[str, Any] = {
+        "source_format": source_format,
+        "weights": weights,
+        "max_bytes": max_bytes,
+        "flavour": flavour,
+        "target_keras": target_keras,
+        "compress": compress,
+        "allow_lossy": allow_lossy,
+        "drop": drop,
+        "cast": cast,
+    }
 
     def action() -> int:
         from .api import convert as do_convert
 
+        if dst == "-":
+            return _convert_to_stdout(src, target_format, options)
         with _progress(enabled=not (quiet or as_json)) as progress:
             report = do_convert(
                 src,
                 dst,
-                source_format=source_format,
-                weights=weights,
-                max_bytes=max_bytes,
                 format=target_format,
-                flavour=flavour,
-                target_keras=target_keras,
-                compress=compress,
                 force=force,
-                allow_lossy=allow_lossy,
-                drop=drop,
-                cast=cast,
                 progress=progress,
+                **options,
             )
         if as_json:
             print_json(report.to_json())
@@ -327,6 +332,36 @@ def formats(as_json: bool, debug: bool, verbose: int, quiet: bool) -> None:
         return 0
 
     run_guarded(as_json, debug, action)
+
+
+def _convert_to_stdout(
+    src: str, target_format: str | None, options: dict[str, Any]
+) -> int:
+    """Write the converted file to stdout (single-file formats only).
+
+    The output is still written to a temporary file, read back and checked
+    first; only a verified file is copied to stdout.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .api import convert as do_convert
+    from .errors import UsageError
+    from .formats import get_format
+
+    if target_format is None:
+        raise UsageError("writing to '-' (stdout) needs --to FORMAT")
+    info = get_format(target_format)
+    if info.writes_folder:
+        raise UsageError(f"{info.name} writes a folder, which cannot go to stdout")
+    with tempfile.TemporaryDirectory(prefix="modelconv-") as folder:
+        out = Path(folder) / "out"
+        do_convert(src, out, format=info.name, **options)
+        with out.open("rb") as handle:
+            shutil.copyfileobj(handle, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    return 0
 
 
 def _format_json(info: Any) -> dict[str, Any]:

@@ -70,7 +70,13 @@ def render_inspect(report: InspectReport, max_rows: int = 200) -> RenderableType
         if len(report.layers) > max_rows:
             parts.append(Text(f"... {len(report.layers) - max_rows} more layers"))
     elif not report.has_architecture:
-        parts.append(Text("No architecture in this file (weights only).", style="dim"))
+        hint = "No architecture in this file (weights only)."
+        if report.flavour in ("keras-weights", "keras3-weights"):
+            hint += (
+                " To make a full model, attach it to its architecture: "
+                f"modelconv convert model.json --weights {report.path} out.h5"
+            )
+        parts.append(Text(hint, style="dim"))
 
     if report.tensors:
         tensors = Table(title="Tensors", title_justify="left")
