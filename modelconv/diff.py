@@ -296,13 +296,28 @@ def diff_paths(
     *,
     format_a: str | None = None,
     format_b: str | None = None,
+    max_bytes: int | None = None,
+    progress_factory: Callable[[int], Callable[[int], None] | None] | None = None,
     **options: Any,
 ) -> Diff:
-    """Load two files and compare them; see ``diff_models`` for the options."""
+    """Load two files and compare them; see ``diff_models`` for the options.
+
+    ``progress_factory``, when given, is called once with the number of bytes
+    to compare and may return the ``progress`` callback for ``diff_models``.
+    """
     from . import api
 
-    with api.load(Path(path_a), format=format_a) as model_a:
-        with api.load(Path(path_b), format=format_b) as model_b:
+    limits = {} if max_bytes is None else {"max_bytes": max_bytes}
+    with api.load(Path(path_a), format=format_a, **limits) as model_a:
+        with api.load(Path(path_b), format=format_b, **limits) as model_b:
+            if progress_factory is not None:
+                with_optimizer = options.get("optimizer", False)
+                total = sum(
+                    t.nbytes
+                    for t in model_a.tensors
+                    if with_optimizer or t.role is not Role.OPTIMIZER
+                )
+                options["progress"] = progress_factory(total)
             result = diff_models(model_a, model_b, **options)
     return Diff(
         architecture=result.architecture,
