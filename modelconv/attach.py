@@ -1,0 +1,245 @@
+"""Attach a weights-only model to an architecture-only model.
+
+The classic Keras 2 habit was ``model.to_json()`` beside
+``model.save_weights("w.h5")``; Keras 3 writes ``.weights.h5``. This module
+matches the weights file's tensors to the architecture's layers the way
+Keras's ``load_weights`` does:
+
+- by layer name first: legacy ``save_weights`` HDF5 files group tensors by
+  layer name (``dense_1/kernel``), Keras 3 ``.weights.h5`` files by
+  ``layers/<name>/vars/<i>``, NPZ files by member name;
+- else by order: the layers that have weights, in the architecture's
+  topological order, against the weight groups in file order (what legacy
+  ``load_weights(by_name=False)`` does, so renamed layers still load).
+
+Each layer's tensors are then matched by their short names when both sides
+know them, else by position (Keras writes a layer's weights in its
+``weights`` order, trainable first). A count or shape mismatch is an
+InputError naming the layers and shapes involved.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from . import keras_config
+from .errors import InputError, UnsupportedError, UsageError
+from .model import Layer, Model, Role, Tensor
+
+# Keras 3 .weights.h5 paths (Keras >= 3.0): layers/<name>/vars/<index>, with
+# nested models as layers/<outer>/layers/<inner>/vars/<index>.
+_KERAS3_PATH = re.compile(r"^(?:.*?/)?layers/(.+)/vars/(\d+)$")
+# Some readers name a tensor <layer>/vars/<index> or <layer>/<index>.
+_INDEXED = re.compile(r"^(.+?)/(?:vars/)?(\d+)$")
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The weight tensors one layer group of the weights file holds, in order."""
+
+    name: str
+    tensors: tuple[Tensor, ...]
+
+    def shapes(self) -> list[list[int]]:
+        return [list(t.shape) for t in self.tensors]
+
+    @property
+    def size(self) -> int:
+        return sum(t.size for t in self.tensors)
+
+
+def attach_weights(arch_model: Model, weights_model: Model) -> Model:
+    """A full Model: ``arch_model``'s architecture with ``weights_model``'s tensors.
+
+    Tensors are renamed to the architecture's canonical names; the names
+    they had in the weights file stay in ``source_names``.
+    """
+    architecture = arch_model.architecture
+    if architecture is None:
+        raise UsageError(
+            "--weights needs an architecture to attach the weights to, and the "
+            f"{arch_model.format or 'given'} file has none; give a model.to_json() "
+            "file or a full model"
+        )
+    present = arch_model.by_role(Role.WEIGHT)
+    if present:
+        raise UsageError(
+            f"the architecture file already holds {len(present)} weight tensors; "
+            "--weights attaches weights to an architecture-only file"
+        )
+    layers = [layer for layer in architecture.layers if layer.tensor_names]
+    groups = _groups(weights_model.by_role(Role.WEIGHT))
+    if not layers and not architecture.layers:
+        raise UnsupportedError(
+            "cannot tell which layers of this architecture hold weights (no "
+            "layers were derived from its config); convert the weights alone"
+        )
+    pairs, how = _match_layers(layers, groups)
+    tensors = [tensor for layer, group in pairs for tensor in _renamed(layer, group)]
+    extra = [t for t in weights_model.tensors if t.role is not Role.WEIGHT]
+    taken = {t.name for t in tensors}
+    tensors += [t for t in extra if t.name not in taken]
+
+    metadata = {**dict(weights_model.metadata), **dict(arch_model.metadata)}
+    metadata["weights_source"] = {
+        "format": weights_model.format,
+        "flavour": weights_model.flavour,
+        "matched_by": how,
+    }
+    warnings = [*arch_model.warnings, *weights_model.warnings]
+    if how == "order":
+        warnings.append(
+            "weights were matched to layers by order, as Keras's load_weights "
+            "does, because the layer names differ"
+        )
+    resources = ExitStack()
+    resources.callback(weights_model.close)
+    resources.callback(arch_model.close)
+    return Model(
+        tensors=tuple(tensors),
+        architecture=architecture,
+        metadata=metadata,
+        format=arch_model.format,
+        flavour=arch_model.flavour,
+        recognised=arch_model.recognised,
+        warnings=tuple(warnings),
+        migrations=arch_model.migrations,
+        resources=resources,
+    )
+
+
+# --- grouping the weights file ----------------------------------------------
+
+
+def _group_key(tensor: Tensor, position: int) -> tuple[str, int]:
+    """(layer group name, order within the group) of a weights-file tensor."""
+    for name in (*tensor.source_names, tensor.name):
+        match = _KERAS3_PATH.match(name)
+        if match:
+            return re.sub(r"/layers/", "/", match.group(1)), int(match.group(2))
+    match = _INDEXED.match(tensor.name)
+    if match and "/" not in match.group(1):
+        return match.group(1), int(match.group(2))
+    return tensor.name.split("/", 1)[0], position
+
+
+def _groups(tensors: Sequence[Tensor]) -> list[_Group]:
+    """Weight tensors grouped by layer, groups in file order."""
+    found: dict[str, list[tuple[int, Tensor]]] = {}
+    for position, tensor in enumerate(tensors):
+        key, order = _group_key(tensor, position)
+        found.setdefault(key, []).append((order, tensor))
+    return [
+        _Group(name, tuple(t for _, t in sorted(items, key=lambda item: item[0])))
+        for name, items in found.items()
+    ]
+
+
+# --- matching layers --------------------------------------------------------
+
+
+def _match_layers(
+    layers: Sequence[Layer], groups: Sequence[_Group]
+) -> tuple[list[tuple[Layer, _Group]], str]:
+    by_name = {group.name: group for group in groups}
+    named = [(layer, by_name.get(layer.name)) for layer in layers]
+    if len(layers) == len(groups) and all(
+        group is not None and _fits(layer, group) for layer, group in named
+    ):
+        return [(layer, group) for layer, group in named if group is not None], "name"
+    if len(layers) != len(groups):
+        raise InputError(
+            f"the weights file holds weights for {len(groups)} layers "
+            f"({_list(g.name for g in groups)}) but the architecture has "
+            f"{len(layers)} layers with weights "
+            f"({_list(layer.name for layer in layers)}); "
+            "they do not belong together"
+        )
+    pairs = list(zip(layers, groups))
+    for layer, group in pairs:
+        problem = _misfit(layer, group)
+        if problem:
+            raise InputError(
+                f"weights do not fit the architecture (matched by order): {problem}"
+            )
+    return pairs, "order"
+
+
+def _fits(layer: Layer, group: _Group) -> bool:
+    return _misfit(layer, group) is None
+
+
+def _misfit(layer: Layer, group: _Group) -> str | None:
+    """Why ``group`` cannot be ``layer``'s weights, or None when it fits."""
+    expected = _expected_shapes(layer)
+    where = f"layer {layer.name!r} (weights file {group.name!r})"
+    if len(group.tensors) != len(layer.tensor_names):
+        return (
+            f"{where} expects {len(layer.tensor_names)} tensors "
+            f"({_list(_short(n) for n in layer.tensor_names)}) and the file holds "
+            f"{len(group.tensors)} with shapes {group.shapes()}"
+        )
+    if expected is not None:
+        ordered = _ordered(layer, group)
+        shapes = [list(t.shape) for t in ordered]
+        if [list(s) for s in expected] != shapes:
+            return (
+                f"{where} expects shapes {[list(s) for s in expected]} and the "
+                f"file holds {shapes}"
+            )
+    elif layer.params is not None and layer.params != group.size:
+        return (
+            f"{where} has {layer.params} parameters and the file holds "
+            f"{group.size} in shapes {group.shapes()}"
+        )
+    return None
+
+
+def _expected_shapes(layer: Layer) -> list[tuple[int, ...]] | None:
+    """The layer's weight shapes when the config determines them."""
+    shapes_of: Any = getattr(keras_config, "weight_shapes", None)
+    if shapes_of is None:
+        return None
+    try:
+        shapes = shapes_of(layer)
+    except Exception:  # noqa: BLE001 - an unknown layer simply is not checked
+        return None
+    if shapes is None or any(s is None or None in s for s in shapes):
+        return None
+    return [tuple(int(d) for d in s) for s in shapes]
+
+
+def _short(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def _ordered(layer: Layer, group: _Group) -> list[Tensor]:
+    """The group's tensors in the order of ``layer.tensor_names``.
+
+    By short name when both sides know the same short names, else by position.
+    """
+    wanted = [_short(n) for n in layer.tensor_names]
+    have = {_short(t.name): t for t in group.tensors}
+    if len(have) == len(group.tensors) and set(have) == set(wanted):
+        return [have[name] for name in wanted]
+    return list(group.tensors)
+
+
+def _renamed(layer: Layer, group: _Group) -> list[Tensor]:
+    renamed = []
+    for name, tensor in zip(layer.tensor_names, _ordered(layer, group)):
+        source_names = tensor.source_names or (tensor.name,)
+        renamed.append(
+            tensor.replace(name=name, role=Role.WEIGHT, source_names=source_names)
+        )
+    return renamed
+
+
+def _list(names: Any) -> str:
+    items = list(names)
+    shown = ", ".join(repr(n) for n in items[:8])
+    return shown + (", ..." if len(items) > 8 else "") if items else "none"
