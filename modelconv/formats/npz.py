@@ -121,13 +121,7 @@ class _DictParser:
             raise self.fail("unexpected text")
         self.pos = match.end()
         kind = match.lastgroup or ""
-        value = match.group(kind)
-        if kind == "punct" and value == "[":
-            raise UnsupportedDtypeError(
-                f"{self.where}: structured dtype in .npy header; modelconv carries "
-                "only plain numeric and bool arrays"
-            )
-        return kind, value
+        return kind, match.group(kind)
 
     def expect(self, punct: str) -> None:
         if self.token() != ("punct", punct):
@@ -148,6 +142,11 @@ class _DictParser:
                     f"{self.where}: .npy header repeats key {key!r}; refused"
                 )
             self.expect(":")
+            if key == "descr" and self.text[self.pos :].lstrip().startswith("["):
+                raise UnsupportedDtypeError(
+                    f"{self.where}: structured dtype in .npy header; modelconv "
+                    "carries only plain numeric and bool arrays"
+                )
             result[key] = self.value()
             kind, value = self.token()
             if (kind, value) == ("punct", "}"):
