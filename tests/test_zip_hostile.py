@@ -278,7 +278,7 @@ WEIRD_HEADERS = [
     ("'|V2'", "False", "(2,)", "", UnsupportedDtypeError),
     (F4, "False", "(" + "9" * 40 + ",)", "", LimitExceededError),
     (F4, "False", "(" + "1," * 70 + ")", "", LimitExceededError),
-    (F4, "False", "(2,)", "\b", InputError),
+    (F4, "False", "(2,)", "CUT", InputError),
 ]
 
 
