@@ -1,0 +1,108 @@
+"""Test helpers: small Keras models and their modelconv IR, built in memory.
+
+The IR is what a reader produces: the model config verbatim, and tensors
+with canonical ``layer/weight`` names in Keras variable order. Building it
+from a live model lets the writer tests run whether or not the format
+readers are present.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelconv.keras_config import build_architecture
+from modelconv.model import ArraySource, Model, Role, Tensor
+
+
+def _short(variable: Any) -> str:
+    return variable.name.split("/")[-1].split(":")[0]
+
+
+def _layer_tensors(layer: Any, prefix: str) -> list[Tensor]:
+    """Canonical tensors of one layer: ``prefix/weight``, RNN cells left out."""
+    out: list[Tensor] = []
+    cls = type(layer).__name__
+    if cls == "Bidirectional":
+        for inner in (layer.forward_layer, layer.backward_layer):
+            out += _layer_tensors(inner, f"{prefix}/{inner.name}")
+        return out
+    if hasattr(layer, "layers") and cls in ("Sequential", "Functional", "Model"):
+        for inner in layer.layers:
+            out += _layer_tensors(inner, f"{prefix}/{inner.name}")
+        return out
+    trainable = {id(v) for v in layer.trainable_weights}
+    for variable in layer.weights:
+        array = np.asarray(variable.numpy())
+        role = Role.WEIGHT
+        out.append(
+            Tensor(
+                f"{prefix}/{_short(variable)}",
+                str(array.dtype) if array.dtype.name != "bfloat16" else "bfloat16",
+                array.shape,
+                role,
+                (variable.name if ":" in variable.name else variable.path,),
+                ArraySource(array),
+            )
+        )
+        del trainable
+        trainable = set()
+    return out
+
+
+def model_tensors(kmodel: Any) -> list[Tensor]:
+    out: list[Tensor] = []
+    for layer in kmodel.layers:
+        out += _layer_tensors(layer, layer.name)
+    return out
+
+
+def ir_from_keras3(kmodel: Any, scratch: Path) -> Model:
+    """The IR a `.keras` reader gives for ``kmodel`` (config from a real save)."""
+    path = scratch / "source.keras"
+    kmodel.save(path)
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    return Model(
+        tensors=model_tensors(kmodel),
+        architecture=build_architecture(config),
+        metadata={"producer": {"name": "keras", "version": "3.15.1"}},
+        format="keras",
+        flavour="keras3",
+    )
+
+
+def ir_from_tf_keras(kmodel: Any, backend: str = "tensorflow") -> Model:
+    """The IR an HDF5 reader gives for a tf_keras model (its to_json config)."""
+    config = json.loads(kmodel.to_json())
+    config.pop("keras_version", None)
+    config.pop("backend", None)
+    return Model(
+        tensors=model_tensors(kmodel),
+        architecture=build_architecture(config),
+        metadata={"producer": {"name": "keras", "version": "2.21.0"},
+                  "backend": backend},
+        format="hdf5",
+        flavour="keras-model",
+    )
+
+
+def ir_from_config(config: dict, arrays: list[tuple[str, np.ndarray]],
+                   version: str = "1.2.2", backend: str | None = None) -> Model:
+    metadata: dict[str, Any] = {"producer": {"name": "keras", "version": version}}
+    if backend is not None:
+        metadata["backend"] = backend
+    return Model(
+        tensors=[
+            Tensor(name, str(a.dtype), a.shape, Role.WEIGHT, (name,), ArraySource(a))
+            for name, a in arrays
+        ],
+        architecture=build_architecture(config),
+        metadata=metadata,
+        format="hdf5",
+        flavour="keras-model",
+    )
