@@ -1,17 +1,1895 @@
 """Keras model configs of every version: layers, edges, parameter counts.
 
-Placeholder until the keras_config work lands: it keeps the config verbatim
-and derives nothing.
+A Keras model config is read as plain data and turned into the layers of an
+:class:`~modelconv.model.Architecture`: each layer's inbound layers, the
+canonical names of its weights, its parameter count (trainable and not) and
+its output shape, inferred through the graph without Keras.
+
+Three serialisation forms are recognised (``Architecture.form``):
+
+1. Keras 1.x: Sequential as a bare list of layers, ``output_dim``,
+   ``nb_filter``, ``border_mode``, ``dim_ordering``, ``Merge`` layers and
+   inbound nodes of ``[name, node_index, tensor_index]``.
+2. Keras 2.x and tf.keras / tf_keras 2.x: inbound nodes of
+   ``[[name, node_index, tensor_index, kwargs], ...]``, ``batch_input_shape``.
+3. Keras 3: inbound nodes ``{"args": [...], "kwargs": {...}}`` holding
+   ``__keras_tensor__`` records with ``keras_history``, ``batch_shape``,
+   ``DTypePolicy`` dtypes.
+
+Weight order within a layer is the legacy HDF5 order, which both Keras 2 and
+Keras 3 write: the layer's trainable weights, then its non-trainable ones,
+each in variable-creation order (``_legacy_weights`` in both codebases). For a
+plain layer this is its variable order; it differs only for nested models
+that mix trainable and frozen layers.
+
+The config is untrusted: every field is type-checked, and anything malformed
+raises :class:`~modelconv.errors.InputError` naming the layer and the key.
+Lambda bytecode is flagged, never decoded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from math import prod
 from typing import Any
 
-from .model import Architecture
+from .errors import InputError, LimitExceededError
+from .model import Architecture, Layer
+
+Shape = list  # list[int | None]
+
+# Nested models and wrappers deeper than this are refused: real models nest a
+# handful of levels, and the walkers recurse once per level.
+MAX_NESTING = 64
+
+# A dimension, unit count or kernel size above 2**40 is no real model's; the
+# bound keeps products of hostile sizes from meaning anything.
+MAX_DIM = 2**40
+
+# Layers across all nesting levels of one config: real models have at most
+# tens of thousands.
+MAX_LAYERS = 1_000_000
+
+# Layer calls evaluated for one config (shared layers and nested models are
+# evaluated once per call): a bound on work for hostile graphs.
+MAX_EVALUATIONS = 2_000_000
+
+# Modules of Keras's own layer classes. Keras 3 writes ``keras.layers`` or
+# ``keras.src...``; tf_keras 2.x also writes ``keras.layers``.
+_KERAS_MODULES = ("keras", "keras.src", "tf_keras", "tensorflow.keras")
+
+_MODEL_CLASSES = {"Sequential", "Functional", "Model"}
+
+
+# --------------------------------------------------------------------------
+# Small typed accessors: every read of a config field goes through these so
+# that hostile values become one-line InputErrors.
+
+
+def _fail(layer: str, key: str, value: Any, expected: str) -> InputError:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return InputError(
+        f"Keras config: layer {layer!r}, key {key!r}: expected {expected}, "
+        f"got {shown}; the model config is malformed"
+    )
+
+
+def _int(value: Any, layer: str, key: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(layer, key, value, "an integer")
+    if value < minimum or value > MAX_DIM:
+        raise _fail(layer, key, value, f"an integer from {minimum} to 2**40")
+    return value
+
+
+def _get_int(
+    cfg: Mapping[str, Any], layer: str, *keys: str, default: Any = None
+) -> Any:
+    for key in keys:
+        if cfg.get(key) is not None:
+            return _int(cfg[key], layer, key)
+    return default
+
+
+def _bool(cfg: Mapping[str, Any], layer: str, key: str, default: bool) -> bool:
+    value = cfg.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        # Keras 1 configs written by hand sometimes use 0/1.
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise _fail(layer, key, value, "true or false")
+    return value
+
+
+def _str(cfg: Mapping[str, Any], layer: str, key: str, default: Any = None) -> Any:
+    value = cfg.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise _fail(layer, key, value, "a string")
+    return value
+
+
+def _tuple(
+    cfg: Mapping[str, Any], layer: str, key: str, rank: int, default: Any = None
+) -> tuple[int, ...] | None:
+    """An int or a list of ``rank`` ints (kernel sizes, strides, dilations)."""
+    value = cfg.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (_int(value, layer, key),) * rank
+    if isinstance(value, (list, tuple)) and len(value) == rank:
+        return tuple(_int(v, layer, key) for v in value)
+    raise _fail(layer, key, value, f"an integer or a list of {rank} integers")
+
+
+def _shape(value: Any, layer: str, key: str) -> Shape:
+    """A shape: a list of non-negative ints or None."""
+    if not isinstance(value, (list, tuple)) or len(value) > 64:
+        raise _fail(layer, key, value, "a list of dimensions")
+    return [None if d is None else _int(d, layer, key) for d in value]
+
+
+def _mapping(value: Any, layer: str, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(layer, key, value, "a mapping")
+    return value
+
+
+def _channels_first(cfg: Mapping[str, Any], layer: str) -> bool:
+    fmt = _str(cfg, layer, "data_format")
+    if fmt is None:
+        # Keras 1.2 resolves "default" at construction, so configs hold
+        # "th" (channels first) or "tf".
+        fmt = {"th": "channels_first", "tf": "channels_last"}.get(
+            _str(cfg, layer, "dim_ordering", "tf"), "channels_last"
+        )
+    if fmt not in ("channels_last", "channels_first"):
+        raise _fail(layer, "data_format", fmt, "channels_last or channels_first")
+    return fmt == "channels_first"
+
+
+def _padding(cfg: Mapping[str, Any], layer: str) -> str:
+    value = _str(cfg, layer, "padding") or _str(cfg, layer, "border_mode") or "valid"
+    value = value.lower()
+    if value not in ("valid", "same", "causal", "full"):
+        raise _fail(layer, "padding", value, "valid, same or causal")
+    return value
+
+
+# --------------------------------------------------------------------------
+# Weights and output shapes of one layer.
+
+
+@dataclass(frozen=True)
+class _Weight:
+    name: str
+    shape: tuple[int, ...] | None  # None: not inferable
+    trainable: bool = True
+
+    def prefixed(self, prefix: str, trainable: bool = True) -> _Weight:
+        return _Weight(
+            f"{prefix}/{self.name}", self.shape, self.trainable and trainable
+        )
+
+
+@dataclass
+class _Ctx:
+    """State shared while walking one config."""
+
+    form: int
+    warnings: list[str] = field(default_factory=list)
+    layer_count: int = 0
+    evaluations: int = 0
+    # Nested models are run once per distinct input shapes, and wrapped
+    # models parsed once, so that shared nesting cannot blow up.
+    runs: dict[Any, Any] = field(default_factory=dict)
+    parsed: dict[int, Any] = field(default_factory=dict)
+
+    def spend(self, layer: str) -> None:
+        self.evaluations += 1
+        if self.evaluations > MAX_EVALUATIONS:
+            raise LimitExceededError(
+                f"Keras config: evaluating layer {layer!r} exceeds "
+                f"{MAX_EVALUATIONS} layer calls; the graph is implausibly large"
+            )
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+
+def _dim(shape: Shape | None, axis: int) -> int | None:
+    if shape is None or not -len(shape) <= axis < len(shape):
+        return None
+    return shape[axis]
+
+
+def _w(name: str, *dims: int | None, trainable: bool = True) -> _Weight:
+    if any(d is None for d in dims):
+        return _Weight(name, None, trainable)
+    return _Weight(name, tuple(int(d) for d in dims), trainable)  # type: ignore[arg-type]
+
+
+def _conv_length(
+    size: int | None, kernel: int, stride: int, padding: str, dilation: int
+) -> int | None:
+    if size is None:
+        return None
+    if stride == 0:
+        return None
+    span = (kernel - 1) * dilation + 1
+    if padding in ("same", "causal"):
+        return (size + stride - 1) // stride
+    if padding == "full":
+        return (size + span - 1 + stride - 1) // stride
+    return max(0, (size - span) // stride + 1)
+
+
+def _transpose_length(
+    size: int | None,
+    kernel: int,
+    stride: int,
+    padding: str,
+    dilation: int,
+    output_padding: int | None,
+) -> int | None:
+    if size is None:
+        return None
+    span = (kernel - 1) * dilation + 1
+    if output_padding is None:
+        if padding == "valid":
+            return size * stride + max(span - stride, 0)
+        return size * stride
+    pad = span // 2 if padding == "same" else 0
+    return (size - 1) * stride + span - 2 * pad + output_padding
+
+
+def _spatial(
+    shape: Shape | None, rank: int, channels_first: bool
+) -> tuple[list[int | None], int | None] | None:
+    """Spatial dims and channel count of a (batch, ..., channels) input."""
+    if shape is None or len(shape) != rank + 2:
+        return None
+    if channels_first:
+        return list(shape[2:]), shape[1]
+    return list(shape[1:-1]), shape[-1]
+
+
+def _assemble(
+    batch: int | None, spatial: list[int | None], channels: int | None, first: bool
+) -> Shape:
+    return [batch, channels, *spatial] if first else [batch, *spatial, channels]
+
+
+_CONV_RANK = {
+    "Conv1D": 1, "Conv2D": 2, "Conv3D": 3,
+    "Convolution1D": 1, "Convolution2D": 2, "Convolution3D": 3,
+    "AtrousConvolution1D": 1, "AtrousConvolution2D": 2,
+    "Conv1DTranspose": 1, "Conv2DTranspose": 2, "Conv3DTranspose": 3,
+    "Deconvolution2D": 2, "Deconvolution3D": 3,
+    "SeparableConv1D": 1, "SeparableConv2D": 2, "SeparableConvolution2D": 2,
+    "DepthwiseConv1D": 1, "DepthwiseConv2D": 2,
+}  # fmt: skip
+
+
+def _conv_geometry(
+    cls: str, cfg: Mapping[str, Any], name: str, rank: int
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], str]:
+    """(kernel, strides, dilation) of Keras 2/3 keys or their Keras 1 spellings."""
+    kernel = _tuple(cfg, name, "kernel_size", rank)
+    if kernel is None:
+        # Keras 1.2: Convolution1D filter_length, Convolution2D nb_row/nb_col,
+        # Convolution3D kernel_dim1..3.
+        keys = {1: ("filter_length",), 2: ("nb_row", "nb_col")}.get(
+            rank, ("kernel_dim1", "kernel_dim2", "kernel_dim3")
+        )
+        if all(cfg.get(k) is not None for k in keys):
+            kernel = tuple(_int(cfg[k], name, k) for k in keys)
+        elif cls.startswith("DepthwiseConv"):
+            raise _fail(name, "kernel_size", cfg.get("kernel_size"), "kernel sizes")
+        else:
+            raise _fail(name, "kernel_size", None, "kernel sizes")
+    strides = (
+        _tuple(cfg, name, "strides", rank)
+        or _tuple(cfg, name, "subsample", rank)
+        or _tuple(cfg, name, "subsample_length", rank)
+        or (1,) * rank
+    )
+    dilation = (
+        _tuple(cfg, name, "dilation_rate", rank)
+        or _tuple(cfg, name, "atrous_rate", rank)
+        or (1,) * rank
+    )
+    return kernel, strides, dilation, _padding(cfg, name)
+
+
+def _conv(
+    cls: str, cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
+) -> tuple[list[_Weight], list[Shape | None] | None]:
+    rank = _CONV_RANK[cls]
+    first = _channels_first(cfg, name)
+    kernel, strides, dilation, padding = _conv_geometry(cls, cfg, name, rank)
+    use_bias = _bool(cfg, name, "use_bias", _bool(cfg, name, "bias", True))
+    x = inputs[0] if inputs else None
+    geo = _spatial(x, rank, first)
+    cin = geo[1] if geo else None
+    filters = _get_int(cfg, name, "filters", "nb_filter")
+    transpose = "Transpose" in cls or cls.startswith("Deconvolution")
+
+    if cls.startswith("Depthwise"):
+        mult = _get_int(cfg, name, "depth_multiplier", default=1)
+        cout = None if cin is None else cin * mult
+        weights = [_w("depthwise_kernel", *kernel, cin, mult)]
+        if use_bias:
+            weights.append(_w("bias", cout))
+    elif cls.startswith("Separable"):
+        mult = _get_int(cfg, name, "depth_multiplier", default=1)
+        if filters is None:
+            raise _fail(name, "filters", None, "an integer")
+        inner = None if cin is None else cin * mult
+        cout = filters
+        weights = [
+            _w("depthwise_kernel", *kernel, cin, mult),
+            _w("pointwise_kernel", *([1] * rank), inner, filters),
+        ]
+        if use_bias:
+            weights.append(_w("bias", filters))
+    else:
+        if filters is None:
+            raise _fail(name, "filters", None, "an integer")
+        groups = _get_int(cfg, name, "groups", default=1)
+        if groups < 1 or filters % groups:
+            raise _fail(name, "groups", groups, "a divisor of filters")
+        cout = filters
+        if transpose:
+            weights = [_w("kernel", *kernel, filters, cin)]
+        else:
+            per_group = None if cin is None or cin % groups else cin // groups
+            weights = [_w("kernel", *kernel, per_group, filters)]
+        if use_bias:
+            weights.append(_w("bias", filters))
+
+    if geo is None:
+        return weights, None
+    if transpose and cls == "Deconvolution2D" and cfg.get("output_shape") is not None:
+        # Keras 1.2 Deconvolution2D carries its output shape, batch included.
+        out = _shape(cfg["output_shape"], name, "output_shape")
+        return weights, [[x[0], *out[1:]]] if x else None
+    out_pad = _tuple(cfg, name, "output_padding", rank)
+    spatial = []
+    for i, size in enumerate(geo[0]):
+        if transpose:
+            spatial.append(
+                _transpose_length(
+                    size, kernel[i], strides[i], padding, dilation[i],
+                    None if out_pad is None else out_pad[i],
+                )
+            )  # fmt: skip
+        else:
+            spatial.append(
+                _conv_length(size, kernel[i], strides[i], padding, dilation[i])
+            )
+    return weights, [_assemble(x[0], spatial, cout, first)]
+
+
+def _pool_rank(cls: str) -> int:
+    return int(cls[-2])
+
+
+def _pool(
+    cls: str, cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
+) -> list[Shape | None] | None:
+    rank = _pool_rank(cls)
+    first = _channels_first(cfg, name)
+    pool = (
+        _tuple(cfg, name, "pool_size", rank)
+        or _tuple(cfg, name, "pool_length", rank)  # Keras 1.2 pooling 1D
+        or (2,) * rank
+    )
+    strides = (
+        _tuple(cfg, name, "strides", rank) or _tuple(cfg, name, "stride", rank) or pool
+    )
+    padding = _padding(cfg, name)
+    geo = _spatial(inputs[0] if inputs else None, rank, first)
+    if geo is None:
+        return None
+    x = inputs[0]
+    spatial = [
+        _conv_length(size, pool[i], strides[i], padding, 1)
+        for i, size in enumerate(geo[0])
+    ]
+    return [_assemble(x[0], spatial, geo[1], first)]
+
+
+def _global_pool(
+    cls: str, cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
+) -> list[Shape | None] | None:
+    rank = _pool_rank(cls)
+    first = _channels_first(cfg, name)
+    geo = _spatial(inputs[0] if inputs else None, rank, first)
+    if geo is None:
+        return None
+    batch = inputs[0][0]
+    if _bool(cfg, name, "keepdims", False):
+        return [_assemble(batch, [1] * rank, geo[1], first)]
+    return [[batch, geo[1]]]
+
+
+def _reduce_axes(
+    value: Any, shape: Shape | None, name: str, key: str
+) -> list[int] | None:
+    """Normalised axes (BatchNormalization, LayerNormalization)."""
+    axes = value if isinstance(value, (list, tuple)) else [value]
+    if shape is None:
+        for a in axes:
+            if isinstance(a, bool) or not isinstance(a, int):
+                raise _fail(name, key, value, "an axis or a list of axes")
+        return None
+    result = []
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, int):
+            raise _fail(name, key, value, "an axis or a list of axes")
+        if not -len(shape) <= a < len(shape):
+            return None
+        result.append(a % len(shape))
+    return result
+
+
+def _axes_size(cfg: Mapping[str, Any], name: str, x: Shape | None, default: Any) -> Any:
+    """The shape of a per-axis weight: dims of ``x`` along the config's axes."""
+    axes = _reduce_axes(cfg.get("axis", default), x, name, "axis")
+    if axes is None or x is None:
+        return None
+    dims = [x[a] for a in axes]
+    if any(d is None for d in dims):
+        return None
+    return dims
+
+
+def _batch_norm(
+    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None], ctx: _Ctx
+) -> list[_Weight]:
+    x = inputs[0] if inputs else None
+    dims = _axes_size(cfg, name, x, -1)
+    # Keras 1.2 BatchNormalization always has gamma and beta and no flags.
+    scale = _bool(cfg, name, "scale", True)
+    center = _bool(cfg, name, "center", True)
+    shape = tuple(dims) if dims else None
+    if dims and len(dims) > 1:
+        # Keras 2 keeps the separate axes; Keras 3 takes the product. The
+        # parameter count is the same.
+        shape = (prod(dims),) if ctx.form == 3 else tuple(dims)
+    weights = []
+    if scale:
+        weights.append(_Weight("gamma", shape))
+    if center:
+        weights.append(_Weight("beta", shape))
+    weights.append(_Weight("moving_mean", shape, False))
+    weights.append(_Weight("moving_variance", shape, False))
+    if _bool(cfg, name, "renorm", False):
+        # tf_keras renormalisation adds moving_stddev, renorm_mean and
+        # renorm_stddev; their count is not modelled, so params are unknown.
+        weights.append(_Weight("renorm_mean", None, False))
+        ctx.warn(f"layer {name!r}: BatchNormalization with renorm; params not computed")
+    return weights
+
+
+def _layer_norm(
+    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
+) -> list[_Weight]:
+    x = inputs[0] if inputs else None
+    dims = _axes_size(cfg, name, x, -1)
+    shape = tuple(dims) if dims else None
+    if dims and len(dims) == 1:
+        shape = (dims[0],)
+    rms = _bool(cfg, name, "rms_scaling", False)
+    weights = []
+    # Keras 3: gamma when scale or rms_scaling; beta when center and not rms.
+    if _bool(cfg, name, "scale", True) or rms:
+        weights.append(_Weight("gamma", shape))
+    if _bool(cfg, name, "center", True) and not rms:
+        weights.append(_Weight("beta", shape))
+    return weights
+
+
+_RNN_GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3, "CuDNNLSTM": 4, "CuDNNGRU": 3}
+
+
+def _rnn(
+    cls: str, cfg: Mapping[str, Any], name: str, inputs: list[Shape | None], ctx: _Ctx
+) -> tuple[list[_Weight], list[Shape | None] | None]:
+    units = _get_int(cfg, name, "units", "output_dim")
+    if units is None:
+        raise _fail(name, "units", cfg.get("units"), "an integer")
+    gates = _RNN_GATES[cls]
+    x = inputs[0] if inputs else None
+    if x is None and ctx.form == 1 and cfg.get("input_dim") is not None:
+        x = [
+            None,
+            _get_int(cfg, name, "input_length"),
+            _int(cfg["input_dim"], name, "input_dim"),
+        ]
+    cin = _dim(x, -1) if x is not None and len(x) == 3 else None
+    use_bias = _bool(cfg, name, "use_bias", True)
+
+    if ctx.form == 1 and cls in ("LSTM", "GRU") and cfg.get("consume_less") != "gpu":
+        # Keras 1.2 with consume_less "cpu" or "mem" keeps one weight per gate:
+        # LSTM trainable_weights are i, c, f, o; GRU z, r, h (recurrent.py).
+        order = "icfo" if cls == "LSTM" else "zrh"
+        weights = []
+        for g in order:
+            weights += [
+                _w(f"kernel_{g}", cin, units),
+                _w(f"recurrent_kernel_{g}", units, units),
+                _w(f"bias_{g}", units),
+            ]
+    else:
+        weights = [
+            _w("kernel", cin, gates * units),
+            _w("recurrent_kernel", units, gates * units),
+        ]
+        if cls == "CuDNNLSTM" or cls == "CuDNNGRU":
+            weights.append(_w("bias", 2 * gates * units))
+        elif use_bias:
+            # GRU reset_after (Keras 2.1.? onwards, default from tf.keras 2.0)
+            # keeps separate input and recurrent biases: shape (2, 3u).
+            if cls == "GRU" and _bool(cfg, name, "reset_after", False):
+                weights.append(_w("bias", 2, gates * units))
+            else:
+                weights.append(_w("bias", gates * units))
+
+    if x is None or len(x) != 3:
+        return weights, None
+    time_major = _bool(cfg, name, "time_major", False)
+    batch, steps = (x[1], x[0]) if time_major else (x[0], x[1])
+    if _bool(cfg, name, "return_sequences", False):
+        out = [steps, batch, units] if time_major else [batch, steps, units]
+    else:
+        out = [batch, units]
+    outputs: list[Shape | None] = [out]
+    if _bool(cfg, name, "return_state", False):
+        states = 2 if gates == 4 else 1
+        outputs += [[batch, units] for _ in range(states)]
+    return weights, outputs
+
+
+def _dense(
+    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None], ctx: _Ctx
+) -> tuple[list[_Weight], list[Shape | None] | None]:
+    units = _get_int(cfg, name, "units", "output_dim")
+    if units is None:
+        raise _fail(name, "units", cfg.get("units"), "an integer")
+    x = inputs[0] if inputs else None
+    if x is None and cfg.get("input_dim") is not None:
+        x = [None, _int(cfg["input_dim"], name, "input_dim")]
+    cin = _dim(x, -1)
+    weights = [_w("kernel", cin, units)]
+    if _bool(cfg, name, "use_bias", _bool(cfg, name, "bias", True)):
+        weights.append(_w("bias", units))
+    if x is None or len(x) < 1:
+        return weights, None
+    return weights, [[*x[:-1], units]]
+
+
+def _embedding(
+    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
+) -> tuple[list[_Weight], list[Shape | None] | None]:
+    vocab = _get_int(cfg, name, "input_dim")
+    width = _get_int(cfg, name, "output_dim")
+    if vocab is None or width is None:
+        raise _fail(name, "input_dim", cfg.get("input_dim"), "input_dim and output_dim")
+    weights = [_w("embeddings", vocab, width)]
+    x = inputs[0] if inputs else None
+    if x is None:
+        length = _get_int(cfg, name, "input_length")
+        if length is None:
+            return weights, None
+        x = [None, length]
+    return weights, [[*x, width]]
+
+
+def _prelu(
+    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
+) -> list[_Weight]:
+    x = inputs[0] if inputs else None
+    if x is None:
+        return [_Weight("alpha", None)]
+    dims = list(x[1:])
+    shared = cfg.get("shared_axes")
+    if shared is not None:
+        axes = shared if isinstance(shared, (list, tuple)) else [shared]
+        for a in axes:
+            a = _int(a, name, "shared_axes", 1)
+            if a - 1 < len(dims):
+                dims[a - 1] = 1
+    return [_w("alpha", *dims)]
+
+
+# Layers that never hold weights and keep their input's shape.
+_SAME_SHAPE = {
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+    "GaussianDropout", "GaussianNoise", "AlphaDropout", "Activation", "ReLU",
+    "LeakyReLU", "ELU", "Softmax", "ThresholdedReLU", "Masking",
+    "ActivityRegularization", "Identity", "Rescaling", "UnitNormalization",
+    "RandomFlip", "RandomRotation", "RandomContrast", "RandomTranslation",
+    "RandomZoom", "RandomBrightness", "Normalization_weightless",
+}  # fmt: skip
+
+# Layers that never hold weights whose output shape is computed below or not
+# inferable (Lambda without output_shape, TF op layers).
+_WEIGHTLESS = _SAME_SHAPE | {
+    "InputLayer", "Flatten", "Reshape", "Permute", "RepeatVector", "Lambda",
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
+    "Concatenate", "Dot", "Merge", "ZeroPadding1D", "ZeroPadding2D",
+    "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D",
+    "UpSampling2D", "UpSampling3D", "TFOpLambda", "SlicingOpLambda",
+    "Resizing", "CenterCrop",
+}  # fmt: skip
+
+_POOLING = {
+    f"{kind}{suffix}{rank}D"
+    for kind in ("Max", "Average", "Avg")
+    for suffix in ("Pooling", "Pool")
+    for rank in (1, 2, 3)
+}
+_GLOBAL_POOLING = {f"Global{name}" for name in _POOLING}
+_WEIGHTLESS |= _POOLING | _GLOBAL_POOLING
+
+_ELEMENTWISE = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+
+
+def _broadcast(shapes: list[Shape | None]) -> Shape | None:
+    if not shapes or any(s is None for s in shapes):
+        return None
+    rank = len(shapes[0])
+    if any(len(s) != rank for s in shapes):
+        return None
+    out: Shape = []
+    for dims in zip(*shapes):
+        known = {d for d in dims if d is not None and d != 1}
+        if len(known) > 1:
+            return None
+        if known:
+            out.append(known.pop())
+        elif any(d is None for d in dims):
+            out.append(None)
+        else:
+            out.append(1)
+    # The batch dimension is never broadcast from 1 by Keras in a graph.
+    return out
+
+
+def _concatenate(shapes: list[Shape | None], axis: int) -> Shape | None:
+    if not shapes or any(s is None for s in shapes):
+        return None
+    rank = len(shapes[0])
+    if any(len(s) != rank for s in shapes) or not -rank <= axis < rank:
+        return None
+    axis %= rank
+    out: Shape = []
+    for i, dims in enumerate(zip(*shapes)):
+        if i == axis:
+            out.append(None if any(d is None for d in dims) else sum(dims))
+        else:
+            known = [d for d in dims if d is not None]
+            out.append(known[0] if known else None)
+    return out
+
+
+def _dot(cfg: Mapping[str, Any], name: str, shapes: list[Shape | None]) -> Shape | None:
+    if len(shapes) != 2 or shapes[0] is None or shapes[1] is None:
+        return None
+    a, b = shapes
+    axes = cfg.get("axes", -1)
+    pair = axes if isinstance(axes, (list, tuple)) else [axes, axes]
+    if len(pair) != 2:
+        raise _fail(name, "axes", axes, "an axis or a pair of axes")
+    ax = []
+    for value, s in zip(pair, (a, b)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(name, "axes", axes, "an axis or a pair of axes")
+        if not -len(s) <= value < len(s):
+            return None
+        ax.append(value % len(s))
+    out = [d for i, d in enumerate(a) if i != ax[0]]
+    out += [d for i, d in enumerate(b) if i not in (0, ax[1])]
+    if len(out) == 1:
+        out.append(1)
+    return out
+
+
+def _reshape(cfg: Mapping[str, Any], name: str, x: Shape | None) -> Shape | None:
+    target = cfg.get("target_shape")
+    if not isinstance(target, (list, tuple)) or len(target) > 64:
+        raise _fail(name, "target_shape", target, "a list of dimensions")
+    dims: Shape = []
+    for d in target:
+        if d == -1 and not isinstance(d, bool):
+            dims.append(-1)
+        else:
+            dims.append(None if d is None else _int(d, name, "target_shape"))
+    if dims.count(-1) > 1:
+        raise _fail(name, "target_shape", target, "at most one -1")
+    batch = x[0] if x else None
+    if -1 in dims:
+        known = [d for d in dims if d != -1]
+        if x is None or any(d is None for d in x[1:]) or None in known:
+            dims = [None if d == -1 else d for d in dims]
+        else:
+            rest = prod(known)
+            total = prod(x[1:])
+            dims = [(total // rest if rest else None) if d == -1 else d for d in dims]
+    return [batch, *dims]
+
+
+def _padding_pairs(
+    cfg: Mapping[str, Any], name: str, key: str, rank: int, default: int
+) -> list[tuple[int, int]]:
+    value = cfg.get(key, default)
+    if isinstance(value, int) and not isinstance(value, bool):
+        v = _int(value, name, key)
+        return [(v, v)] * rank
+    if isinstance(value, (list, tuple)) and len(value) == rank:
+        pairs = []
+        for item in value:
+            if isinstance(item, int) and not isinstance(item, bool):
+                pairs.append((_int(item, name, key),) * 2)
+            elif isinstance(item, (list, tuple)) and len(item) == 2:
+                pairs.append((_int(item[0], name, key), _int(item[1], name, key)))
+            else:
+                raise _fail(name, key, value, "padding sizes")
+        return pairs
+    if rank == 1 and isinstance(value, (list, tuple)) and len(value) == 2:
+        return [(_int(value[0], name, key), _int(value[1], name, key))]
+    raise _fail(name, key, value, "padding sizes")
+
+
+def _resample(
+    cls: str, cfg: Mapping[str, Any], name: str, x: Shape | None
+) -> Shape | None:
+    """ZeroPadding, Cropping and UpSampling of 1 to 3 spatial dims."""
+    rank = int(cls[-2])
+    first = _channels_first(cfg, name) if rank > 1 else False
+    geo = _spatial(x, rank, first)
+    if cls.startswith("UpSampling"):
+        size = _tuple(cfg, name, "size", rank) or _tuple(cfg, name, "length", rank)
+        size = size or (2,) * rank
+        change = [lambda d, s=s: d * s for s in size]
+    else:
+        key = "padding" if cls.startswith("ZeroPadding") else "cropping"
+        pairs = _padding_pairs(cfg, name, key, rank, 1 if key == "padding" else 0)
+        sign = 1 if key == "padding" else -1
+        change = [lambda d, p=p: max(0, d + sign * (p[0] + p[1])) for p in pairs]
+    if geo is None:
+        return None
+    spatial = [None if d is None else fn(d) for d, fn in zip(geo[0], change)]
+    return _assemble(x[0], spatial, geo[1], first)  # type: ignore[index]
+
+
+def _weightless_shape(
+    cls: str, cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
+) -> list[Shape | None] | None:
+    x = inputs[0] if inputs else None
+    if cls in _SAME_SHAPE:
+        return [x] if x is not None else None
+    if cls in _POOLING:
+        return _pool(cls, cfg, name, inputs)
+    if cls in _GLOBAL_POOLING:
+        return _global_pool(cls, cfg, name, inputs)
+    if cls == "Flatten":
+        if x is None:
+            return None
+        rest = x[1:]
+        return [[x[0], None if None in rest else prod(rest)]]
+    if cls == "Reshape":
+        out = _reshape(cfg, name, x)
+        return [out] if out is not None else None
+    if cls == "Permute":
+        dims = cfg.get("dims")
+        if not isinstance(dims, (list, tuple)) or x is None:
+            if not isinstance(dims, (list, tuple)):
+                raise _fail(name, "dims", dims, "a list of axes")
+            return None
+        order = [_int(d, name, "dims", 1) for d in dims]
+        if sorted(order) != list(range(1, len(x))):
+            return None
+        return [[x[0], *(x[d] for d in order)]]
+    if cls == "RepeatVector":
+        n = _get_int(cfg, name, "n")
+        if n is None:
+            raise _fail(name, "n", None, "an integer")
+        return [[x[0], n, *x[1:]]] if x is not None and len(x) == 2 else None
+    if cls in _ELEMENTWISE:
+        out = _broadcast(inputs)
+        return [out] if out is not None else None
+    if cls == "Concatenate":
+        axis = cfg.get("axis", -1)
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise _fail(name, "axis", axis, "an integer")
+        out = _concatenate(inputs, axis)
+        return [out] if out is not None else None
+    if cls == "Dot":
+        out = _dot(cfg, name, inputs)
+        return [out] if out is not None else None
+    if cls == "Merge":
+        return _merge_k1(cfg, name, inputs)
+    if cls.startswith(("ZeroPadding", "Cropping", "UpSampling")):
+        out = _resample(cls, cfg, name, x)
+        return [out] if out is not None else None
+    if cls == "Lambda":
+        return _lambda_shape(cfg, x)
+    return None
+
+
+def _merge_k1(
+    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
+) -> list[Shape | None] | None:
+    """Keras 1.2 Merge: modes sum, mul, ave, max, concat (others not inferred)."""
+    mode = cfg.get("mode", "sum")
+    if mode in ("sum", "mul", "ave", "max"):
+        out = _broadcast(inputs)
+    elif mode == "concat":
+        axis = cfg.get("concat_axis", -1)
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise _fail(name, "concat_axis", axis, "an integer")
+        out = _concatenate(inputs, axis)
+    else:
+        out = None
+    return [out] if out is not None else None
+
+
+def _lambda_shape(cfg: Mapping[str, Any], x: Shape | None) -> list[Shape | None] | None:
+    # Keras 2 and 3 Lambda: a list output_shape excludes the batch dimension.
+    spec = cfg.get("output_shape")
+    if cfg.get("output_shape_type", "raw") != "raw" or x is None:
+        return None
+    if isinstance(spec, (list, tuple)) and all(
+        d is None
+        or (isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM)
+        for d in spec
+    ):
+        return [[x[0], *spec]]
+    return None
+
+
+# --------------------------------------------------------------------------
+# Lambda and custom-object warnings.
+
+
+def _lambda_warning(cfg: Mapping[str, Any], name: str) -> str:
+    function = cfg.get("function")
+    kind = cfg.get("function_type")
+    if isinstance(function, Mapping) and function.get("class_name") == "__lambda__":
+        # Keras 3 stores {"class_name": "__lambda__", "config": {"code": ...}}.
+        return (
+            f"layer {name!r} is a Lambda carrying Python bytecode (Keras 3 "
+            "__lambda__); it is kept verbatim and never decoded or run"
+        )
+    if kind == "lambda" or (kind is None and isinstance(function, (list, str))):
+        if kind == "lambda" or isinstance(function, list):
+            # Keras 1/2 store marshalled code as base64 (a list in Keras 2).
+            return (
+                f"layer {name!r} is a Lambda carrying marshalled Python bytecode "
+                "(Keras 1/2 function_type 'lambda'); it is kept verbatim and "
+                "never decoded or run"
+            )
+    shown = function if isinstance(function, str) else None
+    if isinstance(function, Mapping):
+        inner = function.get("config")
+        shown = inner if isinstance(inner, str) else function.get("class_name")
+    return (
+        f"layer {name!r} is a Lambda referring to the Python function "
+        f"{str(shown)[:60]!r}, which is not in the file; loading it in Keras "
+        "needs that function"
+    )
+
+
+def _module_warning(module: Any, name: str, cls: str) -> str | None:
+    if not isinstance(module, str):
+        return None
+    if any(module == m or module.startswith(m + ".") for m in _KERAS_MODULES):
+        return None
+    return (
+        f"layer {name!r} (class {cls!r}) comes from module {module[:80]!r}, "
+        "outside Keras: a custom object that Keras needs the code for"
+    )
+
+
+# --------------------------------------------------------------------------
+# The graph: parsing model configs into layer specs with resolved edges.
+
+
+@dataclass(frozen=True)
+class _Ref:
+    layer: str
+    node: int
+    tensor: int
+    recorded: Shape | None = None  # Keras 3 keras_tensor shape, when given
+
+
+@dataclass
+class _Spec:
+    name: str
+    class_name: str
+    config: Mapping[str, Any]
+    entry: Mapping[str, Any]
+    nodes: list[list[_Ref]]
+    module: str | None
+    inner: _ModelSpec | None = None  # nested model
+
+
+@dataclass
+class _ModelSpec:
+    name: str
+    sequential: bool
+    specs: list[_Spec]
+    inputs: list[_Ref]
+    outputs: list[_Ref]
+    trainable: bool
+    build_shape: Shape | None = None
+    input_shape: Shape | None = None  # a Sequential's InputLayer
+    first_node_builtin: bool = False  # refs to this model skip its own node
+
+
+def _model_config(entry: Mapping[str, Any], where: str) -> Any:
+    if "config" not in entry:
+        raise InputError(
+            f"Keras config: {where}: missing key 'config'; expected "
+            '{"class_name": ..., "config": ...}'
+        )
+    return entry["config"]
+
+
+def _is_model(entry: Mapping[str, Any]) -> bool:
+    cls = entry.get("class_name")
+    cfg = entry.get("config")
+    if cls in _MODEL_CLASSES:
+        return True
+    return (
+        isinstance(cfg, Mapping)
+        and isinstance(cfg.get("layers"), list)
+        and "input_layers" in cfg
+        and "output_layers" in cfg
+    )
+
+
+def _entry_name(entry: Mapping[str, Any], index: int, where: str) -> str:
+    cfg = entry.get("config")
+    name = entry.get("name")
+    if name is None and isinstance(cfg, Mapping):
+        name = cfg.get("name")
+    if not isinstance(name, str) or not name:
+        raise InputError(
+            f"Keras config: {where}, layer #{index}: key 'name' is {name!r}; "
+            "every layer needs a name"
+        )
+    return name
+
+
+def _tensor_refs(node: Any, layer: str, form: int, names: set[str]) -> list[_Ref]:
+    """The tensors one inbound node reads, in order, from any node format."""
+    if isinstance(node, Mapping):
+        # Keras 3: {"args": [...], "kwargs": {...}} with __keras_tensor__ dicts.
+        refs: list[_Ref] = []
+        _collect_keras_tensors(
+            [node.get("args", []), node.get("kwargs", {})], layer, refs
+        )
+        return refs
+    if not isinstance(node, list):
+        raise _fail(layer, "inbound_nodes", node, "a list of inbound tensors")
+    refs = []
+    for item in node:
+        refs.append(_legacy_ref(item, layer))
+        # Keras 2 kwargs may hold more tensors as [name, node, tensor]
+        # (MultiHeadAttention value=..., masks); tf_keras functional.py.
+        if isinstance(item, list) and len(item) == 4 and isinstance(item[3], Mapping):
+            for value in item[3].values():
+                if (
+                    isinstance(value, list)
+                    and len(value) == 3
+                    and isinstance(value[0], str)
+                    and value[0] in names
+                ):
+                    refs.append(_legacy_ref(value, layer))
+    return refs
+
+
+def _legacy_ref(item: Any, layer: str) -> _Ref:
+    if not isinstance(item, (list, tuple)) or len(item) not in (3, 4):
+        raise _fail(layer, "inbound_nodes", item, "[layer, node, tensor(, kwargs)]")
+    source = item[0]
+    if not isinstance(source, str):
+        raise _fail(layer, "inbound_nodes", item, "a layer name first")
+    return _Ref(
+        source,
+        _int(item[1], layer, "inbound_nodes"),
+        _int(item[2], layer, "inbound_nodes"),
+    )
+
+
+def _collect_keras_tensors(root: Any, layer: str, out: list[_Ref]) -> None:
+    """Depth-first, in order, without recursion (node args nest arbitrarily)."""
+    stack: list[Any] = [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            if item.get("class_name") == "__keras_tensor__":
+                cfg = _mapping(item.get("config"), layer, "inbound_nodes")
+                history = cfg.get("keras_history")
+                if not isinstance(history, list) or len(history) != 3:
+                    raise _fail(
+                        layer, "keras_history", history, "[layer, node, tensor]"
+                    )
+                ref = _legacy_ref(history, layer)
+                recorded = cfg.get("shape")
+                try:
+                    shape = (
+                        None if recorded is None else _shape(recorded, layer, "shape")
+                    )
+                except InputError:
+                    shape = None
+                out.append(_Ref(ref.layer, ref.node, ref.tensor, shape))
+            else:
+                stack.extend(reversed(list(item.values())))
+        elif isinstance(item, (list, tuple)):
+            stack.extend(reversed(item))
+        if len(out) > MAX_LAYERS:
+            raise LimitExceededError(f"layer {layer!r}: too many inbound tensors")
+
+
+def _io_refs(value: Any, model: str, key: str) -> list[_Ref]:
+    """input_layers / output_layers: [[name, node, tensor], ...] or one triple."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _fail(model, key, value, "a list of [layer, node, tensor]")
+    if len(value) == 3 and isinstance(value[0], str):
+        value = [value]
+    refs = []
+    stack = list(reversed(value))
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list) and item and isinstance(item[0], str):
+            refs.append(_legacy_ref(item, model))
+        elif isinstance(item, list):
+            # Keras 3 nests output structures (dicts become lists of triples).
+            stack.extend(reversed(item))
+        elif isinstance(item, Mapping):
+            stack.extend(reversed(list(item.values())))
+        else:
+            raise _fail(model, key, item, "[layer, node, tensor]")
+    return refs
+
+
+def _parse_model(entry: Mapping[str, Any], ctx: _Ctx, depth: int) -> _ModelSpec:
+    """Parse a model config, nested ones included, without recursion.
+
+    Nested models are parsed by an explicit stack of pending entries; the
+    depth is bounded by MAX_NESTING.
+    """
+    root = _ModelSpec("", False, [], [], [], True)
+    pending: list[tuple[Mapping[str, Any], _ModelSpec, int]] = [(entry, root, depth)]
+    while pending:
+        item, target, level = pending.pop()
+        if level > MAX_NESTING:
+            raise LimitExceededError(
+                f"Keras config: models or wrappers nested deeper than {MAX_NESTING} "
+                "levels; no real model does this, so the config is refused"
+            )
+        _parse_one(item, target, ctx, level, pending)
+    return root
+
+
+def _parse_one(
+    entry: Mapping[str, Any],
+    target: _ModelSpec,
+    ctx: _Ctx,
+    level: int,
+    pending: list[tuple[Mapping[str, Any], _ModelSpec, int]],
+) -> None:
+    cls = entry.get("class_name")
+    cfg = _model_config(entry, f"model {cls!r}")
+    if isinstance(cfg, list):
+        # Keras 1.x and 2.0-2.2.4 Sequential: the config is the layer list.
+        name, layers, model_cfg = entry.get("name") or "sequential", cfg, {}
+    else:
+        model_cfg = _mapping(cfg, str(cls), "config")
+        name = model_cfg.get("name", "model")
+        if not isinstance(name, str):
+            raise _fail(str(cls), "name", name, "a string")
+        layers = model_cfg.get("layers")
+        if not isinstance(layers, list):
+            raise _fail(name, "layers", layers, "a list of layer configs")
+    sequential = cls == "Sequential" or isinstance(cfg, list)
+    target.name = name
+    target.sequential = sequential
+    target.trainable = _bool(model_cfg, name, "trainable", True)
+    if model_cfg.get("build_input_shape") is not None:
+        try:
+            target.build_shape = _shape(
+                model_cfg["build_input_shape"], name, "build_input_shape"
+            )
+        except InputError:
+            target.build_shape = None
+
+    ctx.layer_count += len(layers)
+    if ctx.layer_count > MAX_LAYERS:
+        raise LimitExceededError(
+            f"Keras config: more than {MAX_LAYERS} layers; refused as implausible"
+        )
+    entries = [_mapping(e, name, f"layers[{i}]") for i, e in enumerate(layers)]
+    names = {_entry_name(e, i, name) for i, e in enumerate(entries)}
+    seen: set[str] = set()
+    for i, layer_entry in enumerate(entries):
+        lname = _entry_name(layer_entry, i, name)
+        if lname in seen:
+            raise InputError(
+                f"Keras config: model {name!r} has two layers named {lname!r}; "
+                "layer names must be unique"
+            )
+        seen.add(lname)
+        lcls = layer_entry.get("class_name")
+        if not isinstance(lcls, str):
+            raise _fail(lname, "class_name", lcls, "a class name")
+        lcfg = _model_config(layer_entry, f"layer {lname!r}")
+        if not isinstance(lcfg, (Mapping, list)):
+            raise _fail(lname, "config", lcfg, "a mapping")
+        nodes: list[list[_Ref]] = []
+        if not sequential:
+            raw_nodes = layer_entry.get("inbound_nodes", [])
+            if not isinstance(raw_nodes, list):
+                raise _fail(lname, "inbound_nodes", raw_nodes, "a list")
+            nodes = [_tensor_refs(n, lname, ctx.form, names) for n in raw_nodes]
+        module = layer_entry.get("module")
+        spec = _Spec(
+            lname,
+            lcls,
+            lcfg if isinstance(lcfg, Mapping) else {"layers": lcfg},
+            layer_entry,
+            nodes,
+            module if isinstance(module, str) else None,
+        )
+        if _is_model(layer_entry):
+            spec.inner = _ModelSpec(lname, False, [], [], [], True)
+            pending.append((layer_entry, spec.inner, level + 1))
+        target.specs.append(spec)
+
+    if not sequential:
+        target.inputs = _io_refs(model_cfg.get("input_layers"), name, "input_layers")
+        target.outputs = _io_refs(model_cfg.get("output_layers"), name, "output_layers")
+        target.first_node_builtin = True
+    else:
+        # tf_keras and Keras 3 list the InputLayer first; Keras leaves it out
+        # of model.layers, and so does the Architecture.
+        first = target.specs[0] if target.specs else None
+        target.first_node_builtin = first is not None and (
+            first.class_name == "InputLayer"
+            or _input_shape(first.config, first.name) is not None
+        )
+        if first is not None and first.class_name == "InputLayer":
+            target.input_shape = _input_shape(first.config, first.name)
+            target.specs.pop(0)
+        for i, spec in enumerate(target.specs):
+            if i:
+                spec.nodes = [[_Ref(target.specs[i - 1].name, 0, 0)]]
+
+
+# --------------------------------------------------------------------------
+# Evaluation: shapes through the graph, weights per layer.
+
+
+@dataclass
+class _Result:
+    """What evaluating one layer gives."""
+
+    weights: list[_Weight]
+    node_outputs: list[list[Shape | None] | None]
+    known: bool  # the class is understood (weights are exact)
+
+
+def _input_shape(cfg: Mapping[str, Any], name: str) -> Shape | None:
+    for key in ("batch_shape", "batch_input_shape"):
+        if cfg.get(key) is not None:
+            return _shape(cfg[key], name, key)
+    if cfg.get("shape") is not None:
+        return [None, *_shape(cfg["shape"], name, "shape")]
+    return None
+
+
+def _first_layer_shape(spec: _Spec, form: int) -> Shape | None:
+    """The input shape a Sequential's first layer declares (all forms)."""
+    cfg, name = spec.config, spec.name
+    shape = _input_shape(cfg, name)
+    if shape is not None:
+        return shape
+    # Keras 1.2 shorthand: input_dim (and input_length for sequences).
+    if cfg.get("input_dim") is not None:
+        dim = _int(cfg["input_dim"], name, "input_dim")
+        if spec.class_name == "Embedding":
+            length = _get_int(cfg, name, "input_length")
+            return [None, length]
+        if (
+            cfg.get("input_length") is not None
+            or spec.class_name in _RNN_GATES
+            or (_CONV_RANK.get(spec.class_name) == 1)
+        ):
+            return [None, _get_int(cfg, name, "input_length"), dim]
+        return [None, dim]
+    if spec.class_name == "Embedding" and cfg.get("input_length") is not None:
+        return [None, _get_int(cfg, name, "input_length")]
+    return None
+
+
+def _evaluate(
+    spec: _Spec,
+    inputs: list[Shape | None],
+    ctx: _Ctx,
+    depth: int,
+    want_weights: bool,
+) -> tuple[list[_Weight], bool, list[Shape | None] | None]:
+    """(weights, class known, outputs) of one call of a layer."""
+    ctx.spend(spec.name)
+    if spec.inner is not None:
+        run = _run_model(spec.inner, inputs, ctx, depth + 1)
+        weights = _nested_weights(spec.inner, run) if want_weights else []
+        if want_weights and not _bool(spec.config, spec.name, "trainable", True):
+            weights = [_Weight(w.name, w.shape, False) for w in weights]
+        weights = _legacy_order(weights)
+        return weights, True, run.outputs
+    weights: list[_Weight] = []
+    known = True
+    if want_weights:
+        weights, known = _layer_weights(
+            spec.class_name, spec.config, spec.name, inputs, ctx, depth, None
+        )
+    outputs = _layer_outputs(
+        spec.class_name, spec.config, spec.name, inputs, ctx, depth, None
+    )
+    return weights, known, outputs
+
+
+def _legacy_order(weights: list[_Weight]) -> list[_Weight]:
+    """Trainable weights first, each group in creation order (legacy HDF5)."""
+    return [w for w in weights if w.trainable] + [w for w in weights if not w.trainable]
+
+
+def _wrapped(
+    cfg: Mapping[str, Any], name: str, key: str = "layer"
+) -> tuple[str, Mapping[str, Any], Mapping[str, Any]]:
+    inner = _mapping(cfg.get(key), name, key)
+    cls = inner.get("class_name")
+    if not isinstance(cls, str):
+        raise _fail(name, f"{key}.class_name", cls, "a class name")
+    icfg = inner.get("config")
+    if not isinstance(icfg, (Mapping, list)):
+        raise _fail(name, f"{key}.config", icfg, "a mapping")
+    if isinstance(icfg, list):
+        icfg = {"layers": icfg}
+    return cls, icfg, inner
+
+
+def _inner_name(icfg: Mapping[str, Any], name: str, key: str) -> str:
+    value = icfg.get("name")
+    if not isinstance(value, str) or not value:
+        raise _fail(name, f"{key}.config.name", value, "a layer name")
+    return value
+
+
+def _bidirectional_names(cfg: Mapping[str, Any], name: str) -> tuple[str, str]:
+    _, fcfg, _ = _wrapped(cfg, name)
+    base = _inner_name(fcfg, name, "layer")
+    # Keras 1.2 and tf_keras prefix the wrapped layer's name; Keras 3 stores
+    # it already prefixed ("forward_lstm") and strips before re-prefixing.
+    forward = "forward_" + base.removeprefix("forward_")
+    if cfg.get("backward_layer") is not None:
+        _, bcfg, _ = _wrapped(cfg, name, "backward_layer")
+        backward = "backward_" + _inner_name(bcfg, name, "backward_layer").removeprefix(
+            "backward_"
+        )
+    else:
+        backward = "backward_" + base.removeprefix("forward_")
+    return forward, backward
+
+
+def _layer_weights(
+    cls: str,
+    cfg: Mapping[str, Any],
+    name: str,
+    inputs: list[Shape | None],
+    ctx: _Ctx,
+    depth: int,
+    inner: _ModelSpec | None,
+) -> tuple[list[_Weight], bool]:
+    """The layer's weights in legacy order, and whether the class is known."""
+    if depth > MAX_NESTING:
+        raise LimitExceededError(
+            f"Keras config: layer {name!r}: wrappers nested deeper than {MAX_NESTING}"
+        )
+    weights, known = _class_weights(cls, cfg, name, inputs, ctx, depth, inner)
+    if not _bool(cfg, name, "trainable", True):
+        weights = [_Weight(w.name, w.shape, False) for w in weights]
+    # Legacy HDF5 order: trainable weights first, each group in creation order.
+    return _legacy_order(weights), known
+
+
+def _class_weights(
+    cls: str,
+    cfg: Mapping[str, Any],
+    name: str,
+    inputs: list[Shape | None],
+    ctx: _Ctx,
+    depth: int,
+    inner: _ModelSpec | None,
+) -> tuple[list[_Weight], bool]:
+    if inner is not None:
+        run = _run_model(inner, inputs, ctx, depth + 1)
+        return _nested_weights(inner, run), True
+    if cls in _WEIGHTLESS:
+        return [], True
+    if cls == "Dense":
+        return _dense(cfg, name, inputs, ctx)[0], True
+    if cls in _CONV_RANK:
+        return _conv(cls, cfg, name, inputs)[0], True
+    if cls == "BatchNormalization":
+        return _batch_norm(cfg, name, inputs, ctx), True
+    if cls == "LayerNormalization":
+        return _layer_norm(cfg, name, inputs), True
+    if cls == "GroupNormalization":
+        x = inputs[0] if inputs else None
+        dims = _axes_size(cfg, name, x, -1)
+        shape = (dims[0],) if dims and len(dims) == 1 else None
+        weights = []
+        if _bool(cfg, name, "scale", True):
+            weights.append(_Weight("gamma", shape))
+        if _bool(cfg, name, "center", True):
+            weights.append(_Weight("beta", shape))
+        return weights, True
+    if cls == "Embedding":
+        return _embedding(cfg, name, inputs)[0], True
+    if cls in _RNN_GATES:
+        return _rnn(cls, cfg, name, inputs, ctx)[0], True
+    if cls == "PReLU":
+        return _prelu(cfg, name, inputs), True
+    if cls == "Bidirectional":
+        forward, backward = _bidirectional_names(cfg, name)
+        fcls, fcfg, _ = _wrapped(cfg, name)
+        bcls, bcfg = fcls, fcfg
+        if cfg.get("backward_layer") is not None:
+            bcls, bcfg, _ = _wrapped(cfg, name, "backward_layer")
+        fw, fknown = _layer_weights(fcls, fcfg, forward, inputs, ctx, depth + 1, None)
+        bw, bknown = _layer_weights(bcls, bcfg, backward, inputs, ctx, depth + 1, None)
+        return (
+            [w.prefixed(forward) for w in fw] + [w.prefixed(backward) for w in bw],
+            fknown and bknown,
+        )
+    if cls == "TimeDistributed":
+        icls, icfg, ientry = _wrapped(cfg, name)
+        x = inputs[0] if inputs else None
+        step = [[x[0], *x[2:]]] if x is not None and len(x) >= 2 else [None]
+        nested = _nested_spec(ientry, ctx, depth)
+        return _layer_weights(icls, icfg, name, step, ctx, depth + 1, nested)
+    return [_Weight("?", None)], False
+
+
+def _nested_spec(entry: Mapping[str, Any], ctx: _Ctx, depth: int) -> _ModelSpec | None:
+    """A model wrapped inside a wrapper layer (TimeDistributed(Sequential))."""
+    if not _is_model(entry):
+        return None
+    if id(entry) not in ctx.parsed:
+        ctx.parsed[id(entry)] = (entry, _parse_model(entry, ctx, depth + 1))
+    return ctx.parsed[id(entry)][1]
+
+
+def _layer_outputs(
+    cls: str,
+    cfg: Mapping[str, Any],
+    name: str,
+    inputs: list[Shape | None],
+    ctx: _Ctx,
+    depth: int,
+    inner: _ModelSpec | None,
+) -> list[Shape | None] | None:
+    if inner is not None:
+        return _run_model(inner, inputs, ctx, depth + 1).outputs
+    if cls == "InputLayer":
+        return [_input_shape(cfg, name)]
+    if cls in _WEIGHTLESS:
+        return _weightless_shape(cls, cfg, name, inputs)
+    if cls == "Dense":
+        return _dense(cfg, name, inputs, ctx)[1]
+    if cls in _CONV_RANK:
+        return _conv(cls, cfg, name, inputs)[1]
+    if cls in (
+        "BatchNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "PReLU",
+    ):
+        return [inputs[0]] if inputs and inputs[0] is not None else None
+    if cls == "Embedding":
+        return _embedding(cfg, name, inputs)[1]
+    if cls in _RNN_GATES:
+        return _rnn(cls, cfg, name, inputs, ctx)[1]
+    if cls == "Bidirectional":
+        return _bidirectional_outputs(cfg, name, inputs, ctx, depth)
+    if cls == "TimeDistributed":
+        icls, icfg, ientry = _wrapped(cfg, name)
+        x = inputs[0] if inputs else None
+        if x is None or len(x) < 2:
+            return None
+        nested = _nested_spec(ientry, ctx, depth)
+        out = _layer_outputs(icls, icfg, name, [[x[0], *x[2:]]], ctx, depth + 1, nested)
+        if not out or out[0] is None:
+            return None
+        return [[x[0], x[1], *s[1:]] if s is not None else None for s in out]
+    return None
+
+
+def _bidirectional_outputs(
+    cfg: Mapping[str, Any],
+    name: str,
+    inputs: list[Shape | None],
+    ctx: _Ctx,
+    depth: int,
+) -> list[Shape | None] | None:
+    fcls, fcfg, _ = _wrapped(cfg, name)
+    bcls, bcfg = fcls, fcfg
+    if cfg.get("backward_layer") is not None:
+        bcls, bcfg, _ = _wrapped(cfg, name, "backward_layer")
+    fwd = _layer_outputs(fcls, fcfg, name, inputs, ctx, depth + 1, None)
+    bwd = _layer_outputs(bcls, bcfg, name, inputs, ctx, depth + 1, None)
+    if not fwd or not bwd:
+        return None
+    mode = cfg.get("merge_mode", "concat")
+    if mode is None:
+        merged = [fwd[0], bwd[0]]
+    elif mode == "concat":
+        out = _concatenate([fwd[0], bwd[0]], -1)
+        merged = [out]
+    elif mode in ("sum", "mul", "ave"):
+        merged = [_broadcast([fwd[0], bwd[0]])]
+    else:
+        raise _fail(name, "merge_mode", mode, "concat, sum, mul, ave or null")
+    return merged + fwd[1:] + bwd[1:]
+
+
+def _nested_weights(inner: _ModelSpec, run: _Run) -> list[_Weight]:
+    weights: list[_Weight] = []
+    for spec, result in zip(inner.specs, run.results):
+        weights += [w.prefixed(spec.name, inner.trainable) for w in result.weights]
+    return weights
+
+
+@dataclass
+class _Run:
+    results: list[_Result]
+    outputs: list[Shape | None] | None
+
+
+def _run_model(
+    model: _ModelSpec, feed: list[Shape | None] | None, ctx: _Ctx, depth: int
+) -> _Run:
+    """Evaluate every layer of a model; ``feed`` overrides its input shapes."""
+    if depth > MAX_NESTING:
+        raise LimitExceededError(
+            f"Keras config: models nested deeper than {MAX_NESTING} levels"
+        )
+    key = (id(model), repr(feed))
+    if key in ctx.runs:
+        return ctx.runs[key]
+    if model.sequential:
+        run = _run_sequential(model, feed, ctx, depth)
+    else:
+        run = _run_functional(model, feed, ctx, depth)
+    ctx.runs[key] = run
+    return run
+
+
+def _run_sequential(
+    model: _ModelSpec, feed: list[Shape | None] | None, ctx: _Ctx, depth: int
+) -> _Run:
+    results: list[_Result] = []
+    declared = model.input_shape
+    if declared is None and model.specs:
+        declared = _first_layer_shape(model.specs[0], ctx.form)
+    if feed and feed[0] is not None:
+        declared = feed[0]
+    current: list[Shape | None] = [declared or model.build_shape]
+    for spec in model.specs:
+        if spec.class_name == "InputLayer":
+            raise InputError(
+                f"Keras config: Sequential {model.name!r}: InputLayer {spec.name!r} "
+                "is not the first layer"
+            )
+        weights, known, outs = _evaluate(spec, current, ctx, depth, True)
+        results.append(_Result(weights, [outs], known))
+        current = list(outs) if outs else [None]
+    return _Run(results, current if model.specs else None)
+
+
+def _node_index(
+    model: _ModelSpec, spec: _Spec, ref: _Ref, output: bool, form: int
+) -> int:
+    """Where a reference's node index points in the serialised node list.
+
+    Keras 1.2 and tf_keras number a nested model's nodes from 1 because node 0
+    is the model's own (unsaved) input node; Keras 3 does so only in
+    output_layers of Functional models (models/functional.py get_config).
+    """
+    count = len(spec.nodes)
+    index = ref.node
+    if spec.inner is not None and spec.inner.first_node_builtin:
+        if form in (1, 2) or (output and spec.class_name == "Functional"):
+            index -= 1
+    if 0 <= index < count:
+        return index
+    if 0 <= ref.node < count:
+        return ref.node
+    if count == 0 and spec.class_name == "InputLayer" and ref.node == 0:
+        return 0
+    raise InputError(
+        f"Keras config: model {model.name!r}: layer {ref.layer!r} has no node "
+        f"{ref.node} (it has {count}); the inbound_nodes are inconsistent"
+    )
+
+
+def _run_functional(
+    model: _ModelSpec, feed: list[Shape | None] | None, ctx: _Ctx, depth: int
+) -> _Run:
+    """Evaluate node by node in dependency order (Kahn's algorithm).
+
+    Each node's outputs are computed when its inputs are known; a layer's
+    weights come from its first node, the call that builds it in Keras.
+    """
+    by_name = {spec.name: i for i, spec in enumerate(model.specs)}
+    deps: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    users: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for li, spec in enumerate(model.specs):
+        for ni, refs in enumerate(spec.nodes):
+            need = []
+            for ref in refs:
+                if ref.layer not in by_name:
+                    raise InputError(
+                        f"Keras config: layer {spec.name!r}, key 'inbound_nodes': "
+                        f"refers to unknown layer {ref.layer!r}"
+                    )
+                src = by_name[ref.layer]
+                need.append(
+                    (src, _node_index(model, model.specs[src], ref, False, ctx.form))
+                )
+            deps[(li, ni)] = need
+            for key in set(need):
+                users.setdefault(key, []).append((li, ni))
+
+    fed: dict[str, Shape | None] = {}
+    for ref, shape in zip(model.inputs, feed or []):
+        if shape is not None:
+            fed[ref.layer] = shape
+
+    outputs: dict[tuple[int, int], list[Shape | None] | None] = {}
+    results: list[_Result | None] = [None] * len(model.specs)
+    remaining = {key: len(set(need)) for key, need in deps.items()}
+    ready: deque[tuple[int, int]] = deque()
+    for li, spec in enumerate(model.specs):
+        if spec.nodes:
+            ready.extend(
+                (li, ni) for ni in range(len(spec.nodes)) if not deps[(li, ni)]
+            )
+            continue
+        if spec.class_name == "InputLayer":
+            shape = fed.get(spec.name) or _input_shape(spec.config, spec.name)
+            outputs[(li, 0)] = [shape]
+            results[li] = _Result([], [[shape]], True)
+        else:
+            # Not connected in this model (Keras keeps such layers): weights
+            # only, from unknown inputs.
+            weights, known, _ = _evaluate(spec, [], ctx, depth, False)
+            results[li] = _Result(weights, [], known)
+        for user in users.get((li, 0), []):
+            remaining[user] -= 1
+            if remaining[user] == 0:
+                ready.append(user)
+
+    while ready:
+        li, ni = ready.popleft()
+        spec = model.specs[li]
+        shapes: list[Shape | None] = []
+        for ref, key in zip(spec.nodes[ni], deps[(li, ni)]):
+            produced = outputs.get(key)
+            shape = None
+            if produced is not None and ref.tensor < len(produced):
+                shape = produced[ref.tensor]
+            shapes.append(shape if shape is not None else ref.recorded)
+        if ni == 0 and all(s is None for s in shapes):
+            shapes = _build_shapes(spec) or shapes
+        weights, known, outs = _evaluate(spec, shapes, ctx, depth, ni == 0)
+        if ni == 0:
+            results[li] = _Result(weights, [], known)
+        outputs[(li, ni)] = outs
+        for user in users.get((li, ni), []):
+            remaining[user] -= 1
+            if remaining[user] == 0:
+                ready.append(user)
+
+    for li, spec in enumerate(model.specs):
+        result = results[li]
+        if result is None or any(
+            (li, n) not in outputs for n in range(len(spec.nodes))
+        ):
+            raise InputError(
+                f"Keras config: layer {spec.name!r}, key 'inbound_nodes': its "
+                "inputs form a cycle or depend on a layer that never runs"
+            )
+        if spec.nodes:
+            result.node_outputs = [outputs[(li, n)] for n in range(len(spec.nodes))]
+    out_shapes: list[Shape | None] = []
+    for ref in model.outputs:
+        if ref.layer not in by_name:
+            raise InputError(
+                f"Keras config: model {model.name!r}, key 'output_layers': refers "
+                f"to unknown layer {ref.layer!r}"
+            )
+        src = by_name[ref.layer]
+        key = (src, _node_index(model, model.specs[src], ref, True, ctx.form))
+        produced = outputs.get(key)
+        out_shapes.append(
+            produced[ref.tensor] if produced and ref.tensor < len(produced) else None
+        )
+    return _Run([r for r in results if r is not None], out_shapes)
+
+
+def _build_shapes(spec: _Spec) -> list[Shape | None] | None:
+    """Keras 3 and tf_keras record the build input shape of each layer."""
+    build = spec.entry.get("build_config")
+    if not isinstance(build, Mapping):
+        return None
+    value = build.get("input_shape")
+    if not isinstance(value, list):
+        return None
+    try:
+        if value and all(isinstance(v, list) for v in value):
+            return [_shape(v, spec.name, "build_config") for v in value]
+        return [_shape(value, spec.name, "build_config")]
+    except InputError:
+        return None
+
+
+# --------------------------------------------------------------------------
+# Form detection.
+
+
+def _iter_layer_entries(config: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """Every layer entry at every nesting level, wrappers' inner layers too."""
+    stack: list[tuple[Any, int]] = [(config, 0)]
+    while stack:
+        item, level = stack.pop()
+        if level > MAX_NESTING or not isinstance(item, Mapping):
+            continue
+        yield item
+        cfg = item.get("config")
+        children: list[Any] = []
+        if isinstance(cfg, list):
+            children = cfg
+        elif isinstance(cfg, Mapping):
+            if isinstance(cfg.get("layers"), list):
+                children = cfg["layers"]
+            for key in ("layer", "backward_layer"):
+                if isinstance(cfg.get(key), Mapping):
+                    children = [*children, cfg[key]]
+        stack.extend((child, level + 1) for child in children)
+
+
+_KERAS1_KEYS = {
+    "output_dim", "nb_filter", "nb_row", "nb_col", "border_mode", "init",
+    "W_regularizer", "b_regularizer", "dim_ordering", "subsample",
+    "consume_less", "input_dtype", "filter_length", "pool_length",
+}  # fmt: skip
+_KERAS1_CLASSES = {
+    "Merge", "Convolution1D", "Convolution2D", "Convolution3D",
+    "AtrousConvolution1D", "AtrousConvolution2D", "Deconvolution2D",
+    "SeparableConvolution2D", "MaxoutDense", "Highway", "TimeDistributedDense",
+}  # fmt: skip
+
+
+def detect_form(config: Mapping[str, Any]) -> int:
+    """1, 2 or 3: which Keras serialisation form the model config uses."""
+    form1 = form3 = False
+    for entry in _iter_layer_entries(config):
+        cls = entry.get("class_name")
+        cfg = entry.get("config")
+        if cls == "__keras_tensor__":
+            continue
+        nodes = entry.get("inbound_nodes")
+        if isinstance(nodes, list) and nodes:
+            node = nodes[0]
+            if isinstance(node, Mapping):
+                form3 = True
+            elif isinstance(node, list) and node and isinstance(node[0], list):
+                form1 = form1 or len(node[0]) == 3
+        if cls in _KERAS1_CLASSES:
+            form1 = True
+        if isinstance(cfg, Mapping):
+            if "batch_shape" in cfg and cls == "InputLayer":
+                form3 = True
+            dtype = cfg.get("dtype")
+            if isinstance(dtype, Mapping) and dtype.get("class_name") in (
+                "DTypePolicy", "FloatDTypePolicy", "QuantizedDTypePolicy",
+            ):  # fmt: skip
+                form3 = True
+            keys = set(cfg) & _KERAS1_KEYS
+            if cls == "Embedding":
+                keys.discard("output_dim")
+            if keys:
+                form1 = True
+    if form3:
+        return 3
+    if form1:
+        return 1
+    return 2
+
+
+# --------------------------------------------------------------------------
+# Public entry points.
+
+
+def layer_weight_names(layer_config: Mapping[str, Any]) -> list[str]:
+    """Short names of a layer's weights in Keras's legacy (HDF5) order.
+
+    ``layer_config`` is one layer entry, ``{"class_name": ..., "config": ...}``
+    as found in a model config. Names are relative to the layer:
+    ``["kernel", "bias"]``, ``["forward_lstm/kernel", ...]`` for Bidirectional,
+    ``["dense/kernel", ...]`` for a nested model. Unknown classes give ``[]``
+    with nothing to say which weights they hold.
+    """
+    if not isinstance(layer_config, Mapping):
+        raise InputError(
+            f"Keras config: a layer entry must be a mapping, got "
+            f"{type(layer_config).__name__}"
+        )
+    ctx = _Ctx(detect_form(layer_config))
+    cls = layer_config.get("class_name")
+    if not isinstance(cls, str):
+        raise _fail("?", "class_name", cls, "a class name")
+    cfg = _model_config(layer_config, f"layer of class {cls!r}")
+    if isinstance(cfg, list):
+        cfg = {"layers": cfg}
+    if not isinstance(cfg, Mapping):
+        raise _fail(cls, "config", cfg, "a mapping")
+    name = cfg.get("name") if isinstance(cfg.get("name"), str) else cls
+    inner = _parse_model(layer_config, ctx, 1) if _is_model(layer_config) else None
+    weights, known = _layer_weights(cls, cfg, name, [], ctx, 0, inner)
+    if not known:
+        return []
+    return [w.name for w in weights]
 
 
 def build_architecture(config: Mapping[str, Any]) -> Architecture:
-    """An Architecture from a Keras model config of any version."""
-    return Architecture(framework="keras", config=config)
+    """An Architecture from a Keras model config of any version.
+
+    Raises InputError (or LimitExceededError) for malformed or hostile
+    configs; the message names the layer and the key.
+    """
+    if not isinstance(config, Mapping):
+        raise InputError(
+            "Keras config: the model config must be a JSON object with "
+            f"'class_name' and 'config', got {type(config).__name__}"
+        )
+    cls = config.get("class_name")
+    if not isinstance(cls, str):
+        raise InputError(
+            f"Keras config: key 'class_name' is {cls!r}; expected the model "
+            "class name (Sequential, Functional, Model)"
+        )
+    form = detect_form(config)
+    ctx = _Ctx(form)
+    if not _is_model(config) and not isinstance(config.get("config"), list):
+        ctx.warn(
+            f"model class {cls!r} is not Sequential or Functional: its layers "
+            "are not in the config (a subclassed model)"
+        )
+        return Architecture("keras", config, (), form, None, None, tuple(ctx.warnings))
+
+    model = _parse_model(config, ctx, 0)
+    run = _run_model(model, None, ctx, 0)
+    layers = tuple(
+        _make_layer(spec, result, model.trainable, ctx)
+        for spec, result in zip(model.specs, run.results)
+    )
+    total: int | None = 0
+    trainable: int | None = 0
+    for layer in layers:
+        if layer.params is None or total is None or trainable is None:
+            total = trainable = None
+            continue
+        total += layer.params
+        trainable += layer.trainable_params or 0
+    return Architecture(
+        framework="keras",
+        config=config,
+        layers=layers,
+        form=form,
+        total_params=total,
+        trainable_params=trainable,
+        warnings=tuple(ctx.warnings),
+    )
+
+
+def _make_layer(
+    spec: _Spec, result: _Result, model_trainable: bool, ctx: _Ctx
+) -> Layer:
+    _layer_warnings(spec, result, ctx)
+    weights = result.weights
+    if result.known and all(w.shape is not None for w in weights):
+        params: int | None = sum(prod(w.shape) for w in weights)  # type: ignore[arg-type]
+        trainable: int | None = (
+            sum(prod(w.shape) for w in weights if w.trainable)  # type: ignore[arg-type]
+            if model_trainable
+            else 0
+        )
+    else:
+        params = trainable = None
+    names = [w.name for w in weights] if result.known else []
+    inbound = tuple(ref.layer for node in spec.nodes for ref in node)
+    return Layer(
+        name=spec.name,
+        class_name=spec.class_name,
+        config=spec.config,
+        inbound=inbound,
+        tensor_names=tuple(f"{spec.name}/{n}" for n in names),
+        params=params,
+        trainable_params=trainable,
+        output_shape=_report_shape(result.node_outputs),
+        module=spec.module,
+    )
+
+
+def _report_shape(node_outputs: list[list[Shape | None] | None]) -> Any:
+    """One shape, a list of shapes, or None when unknown or nodes disagree."""
+    if not node_outputs or node_outputs[0] is None:
+        return None
+    if any(out != node_outputs[0] for out in node_outputs[1:]):
+        return None
+    outs = node_outputs[0]
+    if any(s is None for s in outs):
+        return None
+    return list(outs[0]) if len(outs) == 1 else [list(s) for s in outs]
+
+
+def _layer_warnings(spec: _Spec, result: _Result, ctx: _Ctx) -> None:
+    stack: list[tuple[str, str, Mapping[str, Any], Any]] = [
+        (spec.name, spec.class_name, spec.config, spec.module)
+    ]
+    for entry in _iter_layer_entries(spec.entry):
+        cfg = entry.get("config")
+        if entry is spec.entry or not isinstance(cfg, Mapping):
+            continue
+        if not isinstance(entry.get("class_name"), str):
+            continue
+        if entry.get("class_name") in ("__keras_tensor__",):
+            continue
+        name = cfg.get("name") if isinstance(cfg.get("name"), str) else spec.name
+        stack.append((name, entry["class_name"], cfg, entry.get("module")))
+    for name, cls, cfg, module in stack:
+        if cls == "Lambda":
+            ctx.warn(_lambda_warning(cfg, name))
+        message = _module_warning(module, name, cls)
+        if message:
+            ctx.warn(message)
+    if not result.known:
+        ctx.warn(
+            f"layer {spec.name!r} has class {spec.class_name!r}, unknown to "
+            "modelconv: its parameters and output shape are not computed"
+        )
+    elif result.weights and any(w.shape is None for w in result.weights):
+        ctx.warn(
+            f"layer {spec.name!r} ({spec.class_name}): parameter count unknown "
+            "because an input dimension it needs is unknown"
+        )
