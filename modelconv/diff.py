@@ -1129,6 +1129,8 @@ class _Stats:
         if options.tolerant:
             with np.errstate(invalid="ignore", over="ignore"):
                 within = diff <= options.atol + options.rtol * magnitude
+            if not options.nan_differs:
+                within |= both_nan
             if options.ulps and name_a == name_b and name_a in dtypes.FLOAT_NAMES:
                 within |= _ulp_distance(a, b) <= options.ulps
             if options.nan_differs:
