@@ -130,7 +130,9 @@ class SafeZip:
         self.path = Path(path)
         self.max_bytes = max_bytes
         try:
-            self._fh: BinaryIO = self.path.open("rb")
+            # Unbuffered: every read is a positioned read of the file as it is
+            # now, and memory holds nothing beyond what a caller asked for.
+            self._fh: BinaryIO = self.path.open("rb", buffering=0)
         except OSError as exc:
             raise InputError(
                 f"cannot open {str(self.path)!r}: {exc.strerror}; check the path "
@@ -330,7 +332,18 @@ class SafeZip:
                 f"{str(self.path)!r} was closed; read tensors before closing the model"
             )
         self._fh.seek(offset)
-        return self._fh.read(length)
+        data = self._fh.read(length)
+        if len(data) == length or not data:
+            return data
+        parts = [data]  # a short read from a raw file: keep reading until EOF
+        left = length - len(data)
+        while left > 0:
+            piece = self._fh.read(left)
+            if not piece:
+                break
+            parts.append(piece)
+            left -= len(piece)
+        return b"".join(parts)
 
     def read_at(self, member: Member, offset: int, length: int) -> bytes:
         """``length`` bytes of a stored member's data, from ``offset`` in it."""

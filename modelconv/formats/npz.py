@@ -596,10 +596,10 @@ def _zip_info(name: str, method: int, level: int | None) -> zipfile.ZipInfo:
     info.compress_type = method
     info.external_attr = 0o644 << 16
     if level is not None:
-        # zipfile reads the level from this attribute (renamed compress_level
-        # in Python 3.13); it is how ZipFile.open(str) passes it on itself.
+        # zipfile reads the level from this attribute (public as
+        # compress_level from Python 3.13, which keeps this name as an alias);
+        # it is how ZipFile.open(str) passes the level on itself.
         info._compresslevel = level  # type: ignore[attr-defined]
-        info.compress_level = level  # type: ignore[attr-defined]
     return info
 
 
