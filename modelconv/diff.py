@@ -349,6 +349,7 @@ class NormLayer:
     inbound: tuple[str, ...]
     tensor_names: tuple[str, ...]
     index: int
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 # Serialisation details, not meaning: Keras 3 adds `module` and
@@ -441,6 +442,7 @@ def normalised_layers(arch: Architecture | None) -> list[NormLayer]:
                 inbound=tuple(layer.inbound),
                 tensor_names=tuple(layer.tensor_names),
                 index=index,
+                raw=config,
             )
         )
     return result
@@ -636,9 +638,21 @@ def _endpoint_names(value: Any) -> list[str] | None:
 
 
 def compare_architectures(
+    a: Architecture | None, b: Architecture | None, prefix: str = ""
+) -> tuple[list[ArchChange], dict[str, str]]:
+    """Semantic changes from A to B, and the layer renames found (a → b).
+
+    ``prefix`` is the JSON Pointer of a nested model inside its parent.
+    """
+    changes, renames = _compare_architectures(a, b)
+    if prefix:
+        changes = [ArchChange(c.kind, prefix + c.path, c.a, c.b) for c in changes]
+    return changes, renames
+
+
+def _compare_architectures(
     a: Architecture | None, b: Architecture | None
 ) -> tuple[list[ArchChange], dict[str, str]]:
-    """Semantic changes from A to B, and the layer renames found (a → b)."""
     if a is None and b is None:
         return [], {}
     if a is None or b is None:
@@ -723,9 +737,23 @@ def compare_architectures(
                     lb.class_name,
                 )
             )
-        _compare_values(
-            la.config, lb.config, base + "/config", changes, class_name=la.class_name
-        )
+        if la.class_name == lb.class_name and la.class_name in _MODEL_CLASSES:
+            # A nested model: its layers are compared as a model's, so that
+            # their names, renames and defaults follow the same rules.
+            nested, nested_renames = compare_architectures(
+                _nested(la), _nested(lb), prefix=base + "/config"
+            )
+            changes.extend(nested)
+            for inner_a, inner_b in nested_renames.items():
+                renames[f"{la.name}/{inner_a}"] = f"{lb.name}/{inner_b}"
+        else:
+            _compare_values(
+                la.config,
+                lb.config,
+                base + "/config",
+                changes,
+                class_name=la.class_name,
+            )
         mapped = [renames.get(n, n) for n in la.inbound if n not in implicit]
         if mapped != [n for n in lb.inbound if n not in implicit]:
             changes.append(
@@ -746,6 +774,21 @@ def compare_architectures(
                 ArchChange(ChangeKind.CONNECTIONS, f"/{key}", ends_a, ends_b)
             )
     return changes, renames
+
+
+_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
+
+
+def _nested(layer: NormLayer) -> Architecture:
+    """A nested model's own Architecture, with shapes inferred where possible."""
+    from .errors import ModelconvError
+    from .keras_config import build_architecture
+
+    config = {"class_name": layer.class_name, "config": layer.raw}
+    try:
+        return build_architecture(config)
+    except ModelconvError:
+        return Architecture("keras", config)
 
 
 def _match_layers(
