@@ -67,7 +67,7 @@ H5_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError)
 def open_file(path: Path) -> h5py.File:
     """Open ``path`` read-only, turning h5py's errors into InputError."""
     try:
-        return h5py.File(path, "r", locking=False)
+        return h5py.File(path, "r")
     except FileNotFoundError as exc:
         raise InputError(f"no such file: {str(path)!r}; check the path") from exc
     except H5_ERRORS as exc:
@@ -523,7 +523,9 @@ class H5Source:
                 "the file is truncated or damaged"
             ) from exc
         if self._info.bfloat16_bits:
-            array = np.ascontiguousarray(array).view(dtypes.numpy_dtype("bfloat16"))
+            # copy(), not ascontiguousarray: the latter turns 0-d into 1-d.
+            array = array if array.flags.c_contiguous else array.copy()
+            array = array.view(dtypes.numpy_dtype("bfloat16"))
         return array
 
 

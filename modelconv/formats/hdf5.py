@@ -208,8 +208,8 @@ def _read_keras_model(h5: h5py.File, options: ReadOptions) -> Model:
             f"attribute 'model_config' holds JSON {type(config).__name__}, not a "
             "Keras model config; the file is damaged"
         )
-    architecture = keras_config.build_architecture(config)
     metadata, warnings = _keras_root_metadata(h5, skip={"model_config"})
+    architecture = _architecture(config, warnings)
     weights = h5safe.resolve(h5, "model_weights")
     if not isinstance(weights, h5py.Group):
         raise InputError(
@@ -232,6 +232,24 @@ def _read_keras_model(h5: h5py.File, options: ReadOptions) -> Model:
         flavour="keras-model",
         warnings=tuple(collector.warnings) + tuple(architecture.warnings),
     )
+
+
+def _architecture(config: Any, warnings: list[str]) -> Architecture:
+    """The Keras architecture; the config alone when layers cannot be derived.
+
+    Deriving layers is keras_config's work; a failure there must not stop the
+    weights from being read, so it becomes a warning and the config is kept.
+    """
+    try:
+        return keras_config.build_architecture(config)
+    except ModelconvError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported, config kept verbatim
+        warnings.append(
+            f"the model config's layers could not be derived ({type(exc).__name__}: "
+            f"{exc}); the config is kept verbatim"
+        )
+        return Architecture(framework="keras", config=config)
 
 
 def _read_keras_weights(
@@ -853,8 +871,15 @@ def _config_layer_names(config: Any) -> list[str]:
     names: list[str] = []
     if not isinstance(layers, list):
         return names
+    # Sequential.layers leaves the InputLayer out (Keras 2 and 3), while
+    # a functional model lists its inputs; layer_names follows model.layers.
+    sequential = (
+        isinstance(config, Mapping) and config.get("class_name") == "Sequential"
+    )
     for layer in layers:
         if not isinstance(layer, Mapping):
+            continue
+        if sequential and layer.get("class_name") == "InputLayer":
             continue
         name = layer.get("name")
         if not isinstance(name, str) and isinstance(layer.get("config"), Mapping):
