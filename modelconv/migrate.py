@@ -56,6 +56,8 @@ class _Run:
     """The rules applied during one migration, in first-applied order."""
 
     applied: list[str] = field(default_factory=list)
+    # The serialisation form of the source config (keras_config.detect_form).
+    form: int = 2
 
     def note(self, rule: Callable[..., Any]) -> None:
         if rule.__name__ not in self.applied:
@@ -414,6 +416,17 @@ _KERAS3_REJECTS: dict[str, frozenset[str]] = {
     "ConvLSTM3D": frozenset({"time_major"}),
     "BatchNormalization": frozenset({"fused", "virtual_batch_size", "adjustment"}),
     "Embedding": frozenset({"input_length"}),
+    "DepthwiseConv2D": frozenset({"groups"}),
+    "Conv1DTranspose": frozenset({"groups"}),
+    "Conv2DTranspose": frozenset({"groups"}),
+    "Conv3DTranspose": frozenset({"groups"}),
+    "SeparableConv1D": frozenset(
+        {"groups", "kernel_initializer", "kernel_regularizer", "kernel_constraint"}
+    ),
+    "SeparableConv2D": frozenset(
+        {"groups", "kernel_initializer", "kernel_regularizer", "kernel_constraint"}
+    ),
+    "DepthwiseConv1D": frozenset({"groups"}),
 }
 _KERAS3_REJECT_DEFAULTS = {
     # Only the default values are dropped; another value changes the maths,
@@ -425,6 +438,7 @@ _KERAS3_REJECT_DEFAULTS = {
     "virtual_batch_size": None,
     "adjustment": None,
     "time_major": False,
+    "groups": 1,
     "ragged": False,
 }
 
@@ -442,8 +456,11 @@ def drop_rejected_arguments(entry: Entry, run: _Run) -> None:
     changed = False
     for key in sorted(rejected & set(config)):
         value = config[key]
+        # tf_keras separable convolutions write the kernel_* arguments of their
+        # Conv base class, which they never use; any value is safe to drop.
+        unused = key.startswith("kernel_") and "Separable" in entry["class_name"]
         default = _KERAS3_REJECT_DEFAULTS.get(key, value)
-        if value != default and not (key == "fused" and value is True):
+        if value != default and not unused and not (key == "fused" and value):
             raise UnsupportedError(
                 f"layer {config.get('name')!r} ({entry.get('class_name')}) sets "
                 f"{key}={value!r}, which Keras 3 has no equivalent for; only the "
@@ -453,6 +470,50 @@ def drop_rejected_arguments(entry: Entry, run: _Run) -> None:
         changed = True
     if changed:
         run.note(drop_rejected_arguments)
+
+
+def batchnorm_axis(entry: Entry, run: _Run) -> None:
+    """BatchNormalization ``axis`` written as a one-element list, to an int.
+
+    Bridges tf.keras/tf_keras 2.x (which writes ``"axis": [3]``) to Keras 3,
+    whose BatchNormalization takes a single int axis.
+    """
+    config = entry.get("config")
+    if entry.get("class_name") != "BatchNormalization" or not isinstance(config, dict):
+        return
+    axis = config.get("axis")
+    if isinstance(axis, list):
+        if len(axis) != 1:
+            raise UnsupportedError(
+                f"BatchNormalization {config.get('name')!r} normalises over axes "
+                f"{axis}; Keras 3 takes a single axis, so it cannot be migrated"
+            )
+        config["axis"] = axis[0]
+        run.note(batchnorm_axis)
+
+
+_ACTIVATION_KEYS = ("activation", "recurrent_activation", "inner_activation")
+
+
+def hard_sigmoid_activation(entry: Entry, run: _Run) -> None:
+    """Keras 1/2 ``hard_sigmoid`` is refused: Keras 3 changed its meaning.
+
+    Keras 1.x-2.x and tf_keras compute ``clip(0.2 * x + 0.5, 0, 1)``; Keras 3
+    computes ``clip(x / 6 + 0.5, 0, 1)`` (``keras/src/activations``), and has
+    no built-in with the old slope. Migrating the name would change the
+    model's predictions, so the layer is named in an error instead.
+    """
+    config = entry.get("config")
+    if not isinstance(config, dict) or run.form >= 3:
+        return
+    for key in _ACTIVATION_KEYS:
+        if config.get(key) == "hard_sigmoid":
+            raise UnsupportedError(
+                f"layer {config.get('name')!r} ({entry.get('class_name')}) uses "
+                f"{key}='hard_sigmoid', which Keras 1/2 define as clip(0.2x+0.5) "
+                "and Keras 3 as clip(x/6+0.5); Keras 3 has no equivalent, so the "
+                "model cannot be migrated without changing its predictions"
+            )
 
 
 _OBJECT_MODULES = (
@@ -573,11 +634,13 @@ def _keras_tensor(
 # Config rules, in the order they run on every layer entry.
 KERAS3_LAYER_RULES: tuple[Callable[[Entry, _Run], None], ...] = (
     keras1_merge_layers,
+    hard_sigmoid_activation,
     keras1_class_names,
     keras1_argument_names,
     batch_shape,
     dtype_policy,
     drop_rejected_arguments,
+    batchnorm_axis,
     object_modules,
 )
 
@@ -590,8 +653,10 @@ def to_keras3(
     ``shapes`` maps layer names to output shapes (for the informative shapes
     of Keras 3 nodes). The input is not changed.
     """
+    from .keras_config import detect_form
+
     entry = copy.deepcopy(dict(config))
-    run = _Run()
+    run = _Run(form=detect_form(config))
     _model_to_keras3(entry, run, shapes or {})
     return entry, run.applied
 
@@ -1049,7 +1114,7 @@ def migrate_keras3(model: Model) -> Model:
         return model
     original = _original_layer_configs(arch.config)
     new_config, applied = to_keras3(arch.config, _shapes(arch))
-    run = _Run(list(applied))
+    run = _Run(list(applied), form=arch.form or 2)
     backend = model.metadata.get("backend")
     tensors = _migrate_tensors(model, new_config, original, run, backend)
     return _with_config(model, new_config, tensors, run.applied)
