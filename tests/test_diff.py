@@ -363,7 +363,9 @@ def test_tensors_follow_a_renamed_layer() -> None:
     a = mlp(config)
     b = Model(
         tensors=tuple(
-            mlp_tensors(names=("dense/kernel", "dense/bias", "head/kernel", "head/bias"))
+            mlp_tensors(
+                names=("dense/kernel", "dense/bias", "head/kernel", "head/bias")
+            )
         ),
         architecture=build_architecture(renamed),
     )
