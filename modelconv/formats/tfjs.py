@@ -25,6 +25,7 @@ is set. String tensors are refused.
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -512,13 +513,13 @@ _NO_WRITER = (
 
 
 def _writer() -> Any:
+    name = f"{__package__}.tfjs_writer"
     try:
-        from . import tfjs_writer
+        return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.tfjs_writer":
+        if exc.name != name:
             raise
         raise UnsupportedError(_NO_WRITER) from exc
-    return tfjs_writer
 
 
 def losses(model: Model, options: WriteOptions) -> list[Loss]:
