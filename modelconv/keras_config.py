@@ -312,7 +312,11 @@ def _conv_geometry(
 
 
 def _conv(
-    cls: str, cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
+    cls: str,
+    cfg: Mapping[str, Any],
+    name: str,
+    inputs: list[Shape | None],
+    form: int = 2,
 ) -> tuple[list[_Weight], list[Shape | None] | None]:
     rank = _CONV_RANK[cls]
     first = _channels_first(cfg, name)
@@ -327,7 +331,10 @@ def _conv(
     if cls.startswith("Depthwise"):
         mult = _get_int(cfg, name, "depth_multiplier", default=1)
         cout = None if cin is None else cin * mult
-        weights = [_w("depthwise_kernel", *kernel, cin, mult)]
+        # Keras 3 names the depthwise variable "kernel"
+        # (base_depthwise_conv.py); Keras 1.2 and 2 "depthwise_kernel".
+        short = "kernel" if form == 3 else "depthwise_kernel"
+        weights = [_w(short, *kernel, cin, mult)]
         if use_bias:
             weights.append(_w("bias", cout))
     elif cls.startswith("Separable"):
@@ -1337,7 +1344,7 @@ def _class_weights(
     if cls == "Dense":
         return _dense(cfg, name, inputs, ctx)[0], True
     if cls in _CONV_RANK:
-        return _conv(cls, cfg, name, inputs)[0], True
+        return _conv(cls, cfg, name, inputs, ctx.form)[0], True
     if cls == "BatchNormalization":
         return _batch_norm(cfg, name, inputs, ctx), True
     if cls == "LayerNormalization":
@@ -1375,7 +1382,12 @@ def _class_weights(
         x = inputs[0] if inputs else None
         step = [[x[0], *x[2:]]] if x is not None and len(x) >= 2 else [None]
         nested = _nested_spec(ientry, ctx, depth)
-        return _layer_weights(icls, icfg, name, step, ctx, depth + 1, nested)
+        weights, known = _layer_weights(icls, icfg, name, step, ctx, depth + 1, nested)
+        if ctx.form == 3:
+            # Keras 3 creates the wrapped layer's variables under its own
+            # name: time_distributed/dense/kernel; tf_keras does not.
+            weights = [w.prefixed(_inner_name(icfg, name, "layer")) for w in weights]
+        return weights, known
     return [_Weight("?", None)], False
 
 
