@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import dtypes, header, keras_config
 from ..errors import (
+    HostileInputError,
     InputError,
     InternalError,
     ModelconvError,
@@ -580,6 +581,8 @@ def _plain_attrs(obj: h5py.HLObject) -> dict[str, Any]:
     for name in h5safe.attr_names(obj):
         try:
             result[name] = h5safe.plain_value(h5safe.read_attr(obj, name))
+        except HostileInputError:
+            raise
         except InputError as exc:
             result[name] = f"<unreadable: {exc}>"
     return result
