@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .diff import SEVERITY, ChangeKind, Diff, TensorDiff, TensorStatus
-from .verify import Verify, VerifyStatus
+from .verify import FormatCheck, Verify, VerifyStatus
 
 _STATUS_STYLE = {
     TensorStatus.ONLY_IN_A: "bold red",
@@ -187,17 +187,8 @@ def render_verify(verify: Verify) -> RenderableType:
     table = Table(title="Round trips", title_justify="left")
     for column in ("format", "status", "arch", "names", "dtypes", "shapes", "bytes"):
         table.add_column(column, no_wrap=True)
-    table.add_column("notes", overflow="fold")
+    notes = Text()
     for check in verify.formats:
-        notes = list(check.problems)
-        if check.status is not VerifyStatus.SKIPPED:
-            notes = [f"lost: {loss}" for loss in check.lost] + notes
-        if len(notes) > MAX_NOTES:
-            notes = notes[:MAX_NOTES] + [f"... {len(notes) - MAX_NOTES} more (--json)"]
-        if check.reason:
-            notes.insert(0, check.reason)
-        if check.migrations:
-            notes.append("migrations: " + ", ".join(check.migrations))
         table.add_row(
             check.format,
             Text(check.status.value, style=_VERIFY_STYLE[check.status]),
@@ -206,12 +197,30 @@ def render_verify(verify: Verify) -> RenderableType:
             _flag(check.dtypes),
             _flag(check.shapes),
             _flag(check.bytes),
-            "\n".join(notes),
         )
+        for line in _notes(check):
+            notes.append(f"{check.format}: ", style="bold")
+            notes.append(line + "\n", style=_VERIFY_STYLE[check.status])
     parts.append(table)
+    if notes:
+        notes.rstrip()
+        parts.append(notes)
     if verify.predict is not None:
         parts.append(_predict_section(verify))
     return Group(*parts)
+
+
+def _notes(check: FormatCheck) -> list[str]:
+    notes = list(check.problems)
+    if check.status is not VerifyStatus.SKIPPED:
+        notes = [f"lost: {loss}" for loss in check.lost] + notes
+    if len(notes) > MAX_NOTES:
+        notes = notes[:MAX_NOTES] + [f"... {len(notes) - MAX_NOTES} more (--json)"]
+    if check.reason:
+        notes.insert(0, check.reason)
+    if check.migrations:
+        notes.append("migrations: " + ", ".join(check.migrations))
+    return notes
 
 
 def _flag(value: bool | None) -> Text:

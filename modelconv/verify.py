@@ -220,6 +220,12 @@ def check_format(
         if named:
             return FormatCheck(info.name, VerifyStatus.ERROR, reason=reason), None
         return _skipped(info, reason), None
+    except ModelconvError as exc:
+        # The format cannot take this model at all (a dtype, a construct it
+        # does not support): unusable, so skipped unless it was asked for.
+        if named:
+            return FormatCheck(info.name, VerifyStatus.ERROR, reason=str(exc)), None
+        return _skipped(info, str(exc)), None
     except Exception as exc:  # noqa: BLE001 - reported per format
         return FormatCheck(info.name, VerifyStatus.ERROR, reason=_message(exc)), None
     if losses and not named:

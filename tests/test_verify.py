@@ -1,0 +1,219 @@
+"""verify: round trips through every lossless format, lossy formats, --predict."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelconv import api
+from modelconv.errors import UsageError
+from modelconv.keras_config import build_architecture
+from modelconv.model import ArraySource, Model, Role, Tensor
+from modelconv.verify import VerifyStatus, verify_path
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# Model files written by real Keras; the .io.npz files beside them hold
+# inputs and outputs for prediction tests, not models of their own.
+FIXTURE_MODELS = sorted(
+    p.name
+    for p in FIXTURES.glob("*")
+    if p.suffix in (".h5", ".keras", ".pkl", ".joblib")
+    and not p.name.endswith(".io.npz")
+)
+
+
+def _tensor(name: str, array: np.ndarray, role: Role = Role.WEIGHT) -> Tensor:
+    from modelconv.dtypes import dtype_name
+
+    return Tensor(
+        name, dtype_name(array.dtype), array.shape, role=role, source=ArraySource(array)
+    )
+
+
+def small_model() -> Model:
+    """A Keras 3 Sequential Dense(3) on 4 inputs, with weights and one
+    optimizer tensor."""
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "sequential",
+            "layers": [
+                {
+                    "class_name": "InputLayer",
+                    "config": {
+                        "batch_shape": [None, 4],
+                        "dtype": "float32",
+                        "name": "input_layer",
+                    },
+                },
+                {
+                    "class_name": "Dense",
+                    "config": {"name": "dense", "units": 3, "activation": "relu"},
+                },
+            ],
+        },
+    }
+    rng = np.random.default_rng(1)
+    return Model(
+        tensors=(
+            _tensor("dense/kernel", rng.standard_normal((4, 3)).astype(np.float32)),
+            _tensor("dense/bias", rng.standard_normal(3).astype(np.float32)),
+        ),
+        architecture=build_architecture(config),
+        metadata={"producer": {"name": "keras", "version": "3.15.1"}},
+    )
+
+
+@pytest.fixture()
+def npz_model(tmp_path: Path) -> Path:
+    path = tmp_path / "model.npz"
+    api.save(small_model(), path)
+    return path
+
+
+def _by_format(result: Any) -> dict[str, Any]:
+    return {check.format: check for check in result.formats}
+
+
+def test_every_lossless_format_round_trips(npz_model: Path) -> None:
+    result = verify_path(npz_model)
+    checks = _by_format(result)
+    ran = [c for c in result.formats if c.status is not VerifyStatus.SKIPPED]
+    assert {"npz", "json"} <= {c.format for c in ran}
+    for check in ran:
+        assert check.status is VerifyStatus.PASS, check
+        assert check.architecture and check.names and check.dtypes
+        assert check.shapes and check.bytes and check.lost == ()
+    # keras-json cannot carry weights: listed as skipped, with the reason.
+    assert checks["keras-json"].status is VerifyStatus.SKIPPED
+    assert "lossy" in (checks["keras-json"].reason or "")
+    assert all(c.reason for c in result.formats if c.status is VerifyStatus.SKIPPED)
+    assert result.exit_code == 0
+
+
+def test_lossy_format_runs_only_when_named(npz_model: Path, run_cli: Any) -> None:
+    result = verify_path(npz_model, via=["keras-json"])
+    (check,) = result.formats
+    assert check.status is VerifyStatus.LOSSY
+    assert check.architecture is True
+    assert check.bytes is False and check.names is False
+    assert any("tensors" in loss or "weight" in loss for loss in check.lost)
+    assert result.exit_code == 1
+
+    out = run_cli("verify", npz_model, "--via", "keras-json", "--json")
+    assert out.exit_code == 1
+    document = json.loads(out.stdout)
+    assert list(document)[0] == "schema"
+    assert document["formats"][0]["status"] == "lossy"
+    assert document["formats"][0]["lost"]
+    assert set(document["formats"][0]) >= {
+        "format",
+        "status",
+        "architecture",
+        "names",
+        "dtypes",
+        "shapes",
+        "bytes",
+        "lost",
+        "migrations",
+    }
+    assert document["predict"] is None
+
+
+def test_via_is_repeatable_and_deduplicated(npz_model: Path) -> None:
+    result = verify_path(npz_model, via=["json", "npz", "json"])
+    assert [c.format for c in result.formats] == ["json", "npz"]
+    assert result.exit_code == 0
+
+
+def test_unknown_via_is_a_usage_error(npz_model: Path, run_cli: Any) -> None:
+    with pytest.raises(UsageError):
+        verify_path(npz_model, via=["onnx"])
+    assert run_cli("verify", npz_model, "--via", "onnx").exit_code == 2
+
+
+def test_a_changed_round_trip_fails(
+    npz_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that changes one value is caught and the tensor named."""
+    real_load = api.load
+
+    def corrupting_load(path: Any, **kw: Any) -> Model:
+        model = real_load(path, **kw)
+        if not Path(path).name.startswith("via-"):
+            return model
+        kernel = model.tensor("dense/kernel").read().copy()
+        kernel[0, 0] = -kernel[0, 0]
+        return model.replace(
+            tensors=(_tensor("dense/kernel", kernel),) + model.tensors[1:]
+        )
+
+    monkeypatch.setattr(api, "load", corrupting_load)
+    result = verify_path(npz_model, via=["npz"])
+    (check,) = result.formats
+    assert check.status is VerifyStatus.FAIL
+    assert check.bytes is False and check.names is True and check.dtypes is True
+    assert check.problems == ("dense/kernel: changed",)
+    assert result.exit_code == 1
+
+
+def test_human_output(npz_model: Path, run_cli: Any) -> None:
+    out = run_cli("verify", npz_model, "--via", "npz", "--via", "keras-json")
+    assert out.exit_code == 1
+    assert "npz" in out.stdout and "lossy" in out.stdout
+    assert "keras-json: lost:" in out.stdout
+
+
+def test_predict_without_keras_says_so(
+    npz_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelconv import verify
+
+    monkeypatch.setattr(verify, "keras_available", lambda: False)
+    result = verify_path(npz_model, via=["npz"], predict=True)
+    assert result.predict is not None
+    assert result.predict.status is VerifyStatus.SKIPPED
+    assert "Keras is not installed" in (result.predict.reason or "")
+    assert result.exit_code == 0
+
+
+def _keras_writer() -> None:
+    if importlib.util.find_spec("modelconv.formats.keras_zip") is None:
+        pytest.skip("no .keras writer in this build yet")
+
+
+@pytest.mark.keras
+def test_predict_compares_keras_outputs(npz_model: Path, keras3: Any) -> None:
+    _keras_writer()
+    result = verify_path(npz_model, via=["npz", "json"], predict=True)
+    assert result.predict is not None, result
+    assert result.predict.status is VerifyStatus.PASS, result.predict
+    assert [c.format for c in result.predict.checks] == ["npz", "json"]
+    assert all(c.max_abs_diff == 0.0 for c in result.predict.checks)
+
+
+@pytest.mark.parametrize("name", FIXTURE_MODELS)
+def test_fixture_round_trips(name: str) -> None:
+    result = verify_path(FIXTURES / name)
+    ran = [c for c in result.formats if c.status is not VerifyStatus.SKIPPED]
+    assert ran, f"no format could carry {name}"
+    failed = [c.to_json() for c in ran if c.status is not VerifyStatus.PASS]
+    assert failed == []
+    assert result.exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["k3_iris_mlp.h5", "tfk_iris_mlp.h5"])
+def test_fixture_via_keras_json_loses_weights(name: str, run_cli: Any) -> None:
+    path = FIXTURES / name
+    if not path.exists():
+        pytest.skip(f"fixture {name} not generated")
+    out = run_cli("verify", path, "--via", "keras-json", "--json")
+    assert out.exit_code == 1
+    (check,) = json.loads(out.stdout)["formats"]
+    assert check["status"] == "lossy"
+    assert any("weight" in loss for loss in check["lost"])
