@@ -807,7 +807,7 @@ class RestrictedUnpickler:
             order = "|"
         try:
             return np.dtype(f"{order}{kind}{size}")
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise UnsupportedError(
                 f"numpy dtype {kind}{size} at offset {self.op_offset} is not one "
                 "modelconv reads"
@@ -1062,7 +1062,10 @@ def _r_bytearray(m: RestrictedUnpickler, g: GlobalRef, args: tuple) -> Any:
 def _r_complex(m: RestrictedUnpickler, g: GlobalRef, args: tuple) -> Any:
     if not all(isinstance(a, (int, float)) for a in args) or len(args) > 2:
         raise m._damaged("complex needs numbers")
-    return complex(*args)
+    try:
+        return complex(*args)
+    except OverflowError as exc:
+        raise m._damaged("complex parts overflow a float") from exc
 
 
 def _r_reconstructor(m: RestrictedUnpickler, g: GlobalRef, args: tuple) -> Any:
