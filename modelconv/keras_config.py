@@ -620,6 +620,46 @@ def _prelu(
     return [_w("alpha", *dims)]
 
 
+def _attention(
+    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
+) -> tuple[list[_Weight], list[Shape | None] | None]:
+    """MultiHeadAttention: inputs are query, value and optionally key."""
+    heads = _get_int(cfg, name, "num_heads")
+    key_dim = _get_int(cfg, name, "key_dim")
+    if heads is None or key_dim is None:
+        raise _fail(name, "num_heads", cfg.get("num_heads"), "num_heads and key_dim")
+    value_dim = _get_int(cfg, name, "value_dim", default=key_dim)
+    query = inputs[0] if inputs else None
+    value = inputs[1] if len(inputs) > 1 else None
+    key = inputs[2] if len(inputs) > 2 else value
+    out_spec = cfg.get("output_shape")
+    if out_spec is None:
+        out_dims: list[int | None] = [_dim(query, -1)]
+    elif isinstance(out_spec, int) and not isinstance(out_spec, bool):
+        out_dims = [_int(out_spec, name, "output_shape")]
+    else:
+        out_dims = list(_shape(out_spec, name, "output_shape"))
+    use_bias = _bool(cfg, name, "use_bias", True)
+    weights: list[_Weight] = []
+    # Keras 2 and 3 create query, key, value, then attention_output
+    # (EinsumDense sublayers, each kernel then bias).
+    for sub, source, width in (
+        ("query", query, key_dim),
+        ("key", key, key_dim),
+        ("value", value, value_dim),
+    ):
+        weights.append(_w(f"{sub}/kernel", _dim(source, -1), heads, width))
+        if use_bias:
+            weights.append(_w(f"{sub}/bias", heads, width))
+    weights.append(_w("attention_output/kernel", heads, value_dim, *out_dims))
+    if use_bias:
+        weights.append(_w("attention_output/bias", *out_dims))
+    if query is None or any(d is None for d in out_dims) and out_spec is not None:
+        return weights, None
+    outputs: list[Shape | None] = [[*query[:-1], *out_dims]]
+    return weights, outputs
+
+
 # Layers that never hold weights and keep their input's shape.
 _SAME_SHAPE = {
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
@@ -931,6 +971,7 @@ class _Spec:
     nodes: list[list[_Ref]]
     module: str | None
     inner: _ModelSpec | None = None  # nested model
+    declared: Shape | None = None  # input shape of a graph root (Keras 1 Merge)
 
 
 @dataclass
@@ -1133,6 +1174,9 @@ def _parse_one(
             f"Keras config: more than {MAX_LAYERS} layers; refused as implausible"
         )
     entries = [_mapping(e, name, f"layers[{i}]") for i, e in enumerate(layers)]
+    branches: list[list[str]] = []
+    if sequential and entries and entries[0].get("class_name") == "Merge":
+        entries, branches = _flatten_merge(entries, name)
     names = {_entry_name(e, i, name) for i, e in enumerate(entries)}
     seen: set[str] = set()
     for i, layer_entry in enumerate(entries):
@@ -1187,6 +1231,62 @@ def _parse_one(
         for i, spec in enumerate(target.specs):
             if i:
                 spec.nodes = [[_Ref(target.specs[i - 1].name, 0, 0)]]
+        if branches:
+            _wire_merge(target, branches)
+
+
+def _flatten_merge(
+    entries: list[Mapping[str, Any]], model: str
+) -> tuple[list[Mapping[str, Any]], list[list[str]]]:
+    """Keras 1.2 Sequential whose first layer is a Merge of branch models.
+
+    Keras 1.2 (models.py, Sequential.get_config) stores the branches inside
+    the Merge config as ``layers``, each a Sequential (a list config) or a
+    layer; its ``flattened_layers``, which name the HDF5 weight groups, are
+    the branches' layers followed by the layers after the Merge.
+    """
+    merge = entries[0]
+    cfg = _mapping(merge.get("config"), model, "layers[0].config")
+    raw = cfg.get("layers")
+    if raw is None:
+        return entries, []
+    if not isinstance(raw, list) or not raw:
+        raise _fail(model, "Merge.layers", raw, "a list of branch models")
+    flat: list[Mapping[str, Any]] = []
+    branches: list[list[str]] = []
+    for i, branch in enumerate(raw):
+        branch = _mapping(branch, model, f"Merge.layers[{i}]")
+        inner = branch.get("config")
+        if isinstance(inner, Mapping) and isinstance(inner.get("layers"), list):
+            inner = inner["layers"]
+        members = inner if isinstance(inner, list) else [branch]
+        members = [_mapping(m, model, f"Merge.layers[{i}]") for m in members]
+        if not members:
+            raise _fail(model, f"Merge.layers[{i}]", branch, "a non-empty branch")
+        flat += members
+        branches.append(
+            [
+                _entry_name(m, j, f"{model} Merge branch {i}")
+                for j, m in enumerate(members)
+            ]
+        )
+    return [*flat, merge, *entries[1:]], branches
+
+
+def _wire_merge(target: _ModelSpec, branches: list[list[str]]) -> None:
+    """Connect flattened Keras 1.2 Merge branches as a small graph."""
+    specs = {spec.name: spec for spec in target.specs}
+    for branch in branches:
+        head = specs[branch[0]]
+        head.nodes = []
+        head.declared = _first_layer_shape(head, 1)
+        for before, after in zip(branch, branch[1:]):
+            specs[after].nodes = [[_Ref(before, 0, 0)]]
+    merge_index = sum(len(b) for b in branches)
+    target.specs[merge_index].nodes = [[_Ref(b[-1], 0, 0) for b in branches]]
+    target.sequential = False
+    target.first_node_builtin = False
+    target.outputs = [_Ref(target.specs[-1].name, 0, 0)]
 
 
 # --------------------------------------------------------------------------
@@ -1365,6 +1465,8 @@ def _class_weights(
         return _rnn(cls, cfg, name, inputs, ctx)[0], True
     if cls == "PReLU":
         return _prelu(cfg, name, inputs), True
+    if cls == "MultiHeadAttention":
+        return _attention(cfg, name, inputs)[0], True
     if cls == "Bidirectional":
         forward, backward = _bidirectional_names(cfg, name)
         fcls, fcfg, _ = _wrapped(cfg, name)
@@ -1428,6 +1530,8 @@ def _layer_outputs(
         return [inputs[0]] if inputs and inputs[0] is not None else None
     if cls == "Embedding":
         return _embedding(cfg, name, inputs)[1]
+    if cls == "MultiHeadAttention":
+        return _attention(cfg, name, inputs)[1]
     if cls in _RNN_GATES:
         return _rnn(cls, cfg, name, inputs, ctx)[1]
     if cls == "Bidirectional":
@@ -1601,10 +1705,12 @@ def _run_functional(
             outputs[(li, 0)] = [shape]
             results[li] = _Result([], [[shape]], True)
         else:
-            # Not connected in this model (Keras keeps such layers): weights
-            # only, from unknown inputs.
-            weights, known, _ = _evaluate(spec, [], ctx, depth, False)
-            results[li] = _Result(weights, [], known)
+            # A root fed from outside (Keras 1.2 Merge branch) or a layer not
+            # connected in this model: weights, and outputs when fed.
+            feed_in = [spec.declared] if spec.declared is not None else []
+            weights, known, outs = _evaluate(spec, feed_in, ctx, depth, True)
+            results[li] = _Result(weights, [outs] if feed_in else [], known)
+            outputs[(li, 0)] = outs
         for user in users.get((li, 0), []):
             remaining[user] -= 1
             if remaining[user] == 0:

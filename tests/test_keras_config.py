@@ -172,7 +172,19 @@ def _weightless(k: Any) -> Any:
     return k.Model(inp, x)
 
 
+def _attention(k: Any) -> Any:
+    L = k.layers
+    q = k.Input((6, 8), name="q")
+    v = k.Input((5, 4), name="v")
+    a = L.MultiHeadAttention(2, 3, name="cross")(q, v)
+    b = L.MultiHeadAttention(
+        num_heads=2, key_dim=4, value_dim=5, output_shape=7, use_bias=False
+    )(a, a)
+    return k.Model([q, v], b)
+
+
 BUILDERS: dict[str, Callable[[Any], Any]] = {
+    "attention": _attention,
     "mlp": _mlp,
     "conv2d": _conv2d,
     "channels_first": _channels_first,
