@@ -446,3 +446,61 @@ def test_sniffers_tell_the_json_formats_apart(tmp_path: Path) -> None:
         path = tmp_path / f"{expected}.json"
         path.write_text(text)
         assert detect(path).name == expected
+
+
+# --- through the command line, with Keras as the judge ----------------------
+
+KERAS_FULL = [("k3_iris_mlp.h5", "keras3"), ("tfk_iris_mlp.h5", "tf_keras")]
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("name, loader", KERAS_FULL)
+def test_modelconv_json_of_a_keras_model_converts_to_h5_keras_predicts(
+    fixtures_dir: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    run_cli: Any,
+    name: str,
+    loader: str,
+) -> None:
+    source = fixture(fixtures_dir, name)
+    io_path = fixture(fixtures_dir, name.replace(".h5", ".io.npz"))
+    keras_module = request.getfixturevalue(loader)
+    as_json = tmp_path / "model.json"
+    assert run_cli("convert", source, as_json).exit_code == 0
+    validate(as_json)
+    back = tmp_path / "back.h5"
+    result = run_cli("convert", as_json, back)
+    assert result.exit_code == 0, result.stderr
+    with np.load(io_path, allow_pickle=False) as io:
+        x, y = io["x"], io["y"]
+    loaded = keras_module.models.load_model(str(back), compile=False)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), y)
+
+
+@pytest.mark.parametrize("name", KERAS_JSON)
+def test_cli_inspect_keras_json_totals(
+    fixtures_dir: Path, run_cli: Any, name: str
+) -> None:
+    path = fixture(fixtures_dir, name)
+    facts = next(e for e in manifest(fixtures_dir) if e["file"] == name)
+    result = run_cli("inspect", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["format"] == "keras-json"
+    assert report["total_params"] == facts["total_params"]
+    assert report["trainable_params"] == facts["trainable_params"]
+    assert [layer["name"] for layer in report["layers"]] == facts["layer_names"]
+
+
+def test_cli_keras_json_output_needs_allow_lossy(
+    fixtures_dir: Path, tmp_path: Path, run_cli: Any
+) -> None:
+    source = fixture(fixtures_dir, "k3_iris_mlp.h5")
+    out = tmp_path / "arch.json"
+    refused = run_cli("convert", source, out, "--to", "keras-json")
+    assert refused.exit_code == 2 and not out.exists()
+    allowed = run_cli("convert", source, out, "--to", "keras-json", "--allow-lossy")
+    assert allowed.exit_code == 0, allowed.stderr
+    model = keras_json.read(out, ReadOptions())
+    assert model.tensors == () and model.architecture is not None
