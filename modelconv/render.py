@@ -37,7 +37,8 @@ def _shape(shape: Any) -> str:
         return "?"
     if shape and isinstance(shape[0], list | tuple):
         return ", ".join(_shape(s) for s in shape)
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+    dims = ["None" if d is None else str(d) for d in shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
 
 def render_inspect(report: InspectReport, max_rows: int = 200) -> RenderableType:
