@@ -247,7 +247,9 @@ def _weight_names(entry: Mapping[str, Any]) -> list[str] | None:
         names = names_for(entry)
     except ModelconvError:
         return None
-    return None if names is None else [str(n) for n in names]
+    # An empty list means "unknown class" as well as "no weights"; a layer
+    # that has datasets then needs positional names either way.
+    return [str(n) for n in names] or None
 
 
 @dataclass(frozen=True)
