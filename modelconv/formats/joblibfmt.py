@@ -34,7 +34,7 @@ def sniff(probe: Probe) -> int:
     compressor = compression_of(probe.head)
     if compressor is None:
         return 0
-    head = decompressed_head(probe.head, compressor)
+    head = decompressed_head(probe, compressor)
     if not head:
         return 0
     inner = pickle_score(head, len(head) + 1)

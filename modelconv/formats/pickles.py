@@ -134,11 +134,38 @@ def compression_of(head: bytes) -> str | None:
     return None
 
 
-def decompressed_head(head: bytes, compressor: str, want: int = 4096) -> bytes:
-    """The first bytes of a compressed stream (empty when it does not decode)."""
+# A bz2 block can be 900 kB before it yields a byte; sniffing reads at most
+# this much compressed input to see the stream's first bytes.
+SNIFF_COMPRESSED_BYTES = 2 * 2**20
+
+
+def _head_decoder(compressor: str) -> Any:
+    if compressor == "zlib":
+        return zlib.decompressobj(zlib.MAX_WBITS)
+    if compressor == "gzip":
+        return zlib.decompressobj(31)
+    if compressor == "bz2":
+        return bz2.BZ2Decompressor()
+    if compressor in ("lzma", "xz"):
+        kind = lzma.FORMAT_ALONE if compressor == "lzma" else lzma.FORMAT_XZ
+        return lzma.LZMADecompressor(format=kind)
+    return _lz4_frame().LZ4FrameDecompressor()
+
+
+def decompressed_head(probe: Probe, compressor: str, want: int = 4096) -> bytes:
+    """The first bytes of a compressed file (empty when it does not decode)."""
     try:
-        with open_decompressor(io.BytesIO(head), compressor) as stream:
-            return stream.read(want)
+        decoder = _head_decoder(compressor)
+        with open(probe.path, "rb") as handle:
+            out = b""
+            read = 0
+            while len(out) < want and read < SNIFF_COMPRESSED_BYTES:
+                piece = handle.read(1 << 16)
+                if not piece:
+                    break
+                read += len(piece)
+                out += decoder.decompress(piece, want - len(out))
+            return out
     except Exception:  # any decoder failure means "not this format"
         return b""
 
