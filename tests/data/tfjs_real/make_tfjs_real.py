@@ -2,44 +2,97 @@
 
 tensorflowjs does not install beside TensorFlow 2.21 (its dependencies pin
 older releases), so this script loads only the converter modules it needs
-from an unpacked wheel (`pip download --no-deps tensorflowjs`), without the
-package __init__ files that import everything else.
+from an unpacked wheel (``pip download --no-deps tensorflowjs``, then unzip),
+skipping the package ``__init__`` files that import everything else.
+
 Usage: python make_tfjs_real.py UNPACKED_WHEEL_DIR OUT_DIR
+
+Writes OUT_DIR/{plain,uint8,uint16,float16}/ (model.json + shards; plain is
+cut into 256-byte shards so that tensors cross shard boundaries) and
+OUT_DIR/expected.npz (the model's weights, "/" in names spelled "|").
 """
-import importlib.util, os, sys, types, json
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import types
+
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-import numpy as np
-np.object = object  # write_weights.py names np.object, gone in numpy 2
-wheel, out = sys.argv[1], sys.argv[2]
-for pkg in ("tensorflowjs", "tensorflowjs.converters"):
-    mod = types.ModuleType(pkg); mod.__path__ = [os.path.join(wheel, *pkg.split("."))]
-    sys.modules[pkg] = mod
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(wheel, *name.split(".")) + ".py")
-    m = importlib.util.module_from_spec(spec); sys.modules[name] = m; spec.loader.exec_module(m); return m
-for n in ("tensorflowjs.version", "tensorflowjs.quantization", "tensorflowjs.read_weights",
-          "tensorflowjs.write_weights", "tensorflowjs.converters.common",
-          "tensorflowjs.converters.keras_h5_conversion"):
-    load(n)
-conv = sys.modules["tensorflowjs.converters.keras_h5_conversion"]
-import tf_keras
-tf_keras.utils.set_random_seed(7)
-inp = tf_keras.Input((4,))
-x = tf_keras.layers.Dense(16, activation="relu", name="dense")(inp)
-x = tf_keras.layers.BatchNormalization(name="bn")(x)
-x = tf_keras.layers.Reshape((4, 4))(x)
-x = tf_keras.layers.LSTM(3, name="lstm")(x)
-y = tf_keras.layers.Dense(3, activation="softmax", name="out")(x)
-model = tf_keras.Model(inp, y, name="tfjs_real")
-model.compile("adam", "categorical_crossentropy")
-os.makedirs(out, exist_ok=True)
-model.save(os.path.join(out, "source.h5"))
-for name, qmap, shard in [("plain", None, 256), ("uint8", {"uint8": True}, 4 * 2**20),
-                          ("uint16", {"uint16": True}, 4 * 2**20), ("float16", {"float16": True}, 4 * 2**20)]:
-    os.makedirs(os.path.join(out, name), exist_ok=True)
-    topology, groups = conv.h5_merged_saved_model_to_tfjs_format(os.path.join(out, "source.h5"))
-    conv.write_artifacts(topology, groups, os.path.join(out, name),
-                         quantization_dtype_map=qmap, weight_shard_size_bytes=shard)
-weights = {w.name: w.numpy() for w in model.weights}
-np.savez(os.path.join(out, "expected.npz"), **{k.replace("/", "|"): v for k, v in weights.items()})
-print(json.dumps({k: list(v.shape) for k, v in weights.items()}))
+
+import numpy as np  # noqa: E402
+
+MODULES = (
+    "tensorflowjs.version",
+    "tensorflowjs.quantization",
+    "tensorflowjs.read_weights",
+    "tensorflowjs.write_weights",
+    "tensorflowjs.converters.common",
+    "tensorflowjs.converters.keras_h5_conversion",
+)
+VARIANTS = (
+    ("plain", None, 256),
+    ("uint8", {"uint8": True}, 4 * 2**20),
+    ("uint16", {"uint16": True}, 4 * 2**20),
+    ("float16", {"float16": True}, 4 * 2**20),
+)
+
+
+def load_converter(wheel: str) -> types.ModuleType:
+    np.object = object  # type: ignore[attr-defined]  # write_weights names it
+    for package in ("tensorflowjs", "tensorflowjs.converters"):
+        module = types.ModuleType(package)
+        module.__path__ = [os.path.join(wheel, *package.split("."))]
+        sys.modules[package] = module
+    for name in MODULES:
+        path = os.path.join(wheel, *name.split(".")) + ".py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["tensorflowjs.converters.keras_h5_conversion"]
+
+
+def build_model():  # type: ignore[no-untyped-def]
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(7)
+    inputs = tf_keras.Input((4,))
+    x = tf_keras.layers.Dense(16, activation="relu", name="dense")(inputs)
+    x = tf_keras.layers.BatchNormalization(name="bn")(x)
+    x = tf_keras.layers.Reshape((4, 4))(x)
+    x = tf_keras.layers.LSTM(3, name="lstm")(x)
+    y = tf_keras.layers.Dense(3, activation="softmax", name="out")(x)
+    model = tf_keras.Model(inputs, y, name="tfjs_real")
+    model.compile("adam", "categorical_crossentropy")
+    return model
+
+
+def main(wheel: str, out: str) -> None:
+    converter = load_converter(wheel)
+    model = build_model()
+    os.makedirs(out, exist_ok=True)
+    source = os.path.join(out, "source.h5")
+    model.save(source)
+    for name, quantization, shard_size in VARIANTS:
+        folder = os.path.join(out, name)
+        os.makedirs(folder, exist_ok=True)
+        topology, groups = converter.h5_merged_saved_model_to_tfjs_format(source)
+        converter.write_artifacts(
+            topology,
+            groups,
+            folder,
+            quantization_dtype_map=quantization,
+            weight_shard_size_bytes=shard_size,
+        )
+    os.remove(source)
+    weights = {w.name.replace("/", "|"): w.numpy() for w in model.weights}
+    np.savez(os.path.join(out, "expected.npz"), **weights)
+    print(json.dumps({k: list(v.shape) for k, v in weights.items()}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
