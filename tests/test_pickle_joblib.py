@@ -57,7 +57,8 @@ def assert_same_array(tensor: Tensor, want: np.ndarray) -> None:
     assert tensor.dtype == dtypes.dtype_name(want.dtype), tensor.name
     assert got.shape == want.shape, tensor.name
     assert little(got) == little(want), tensor.name
-    chunks = b"".join(bytes(piece) for piece in tensor.iter_bytes(7))
+    step = 7 if tensor.nbytes < 1000 else 4096  # odd pieces on small tensors
+    chunks = b"".join(bytes(piece) for piece in tensor.iter_bytes(step))
     assert chunks == little(want), tensor.name
 
 
