@@ -23,9 +23,11 @@ from . import dtypes
 from .model import Architecture, Model, Role, Tensor
 
 # Comparison works on chunks of this many bytes per side. Each chunk is
-# widened to float64 (up to 4x for float16) and a few temporaries are made,
-# so 4 MiB keeps the peak far below the 400 MiB budget for any model size.
-DIFF_CHUNK_BYTES = 4 * 2**20
+# widened to float64 (up to 4x for float16) with a few temporaries of that
+# size. At 64 KiB those stay below glibc's mmap threshold (128 KiB), so they
+# are reused instead of mapped and faulted in afresh: on 2 x 1 GiB float32
+# models, 6.6 s of CPU against 14 s at 256 KiB, and a 50 MiB peak.
+DIFF_CHUNK_BYTES = 64 * 2**10
 
 SCHEMA = 1
 
@@ -1147,55 +1149,64 @@ class _Stats:
             return
 
         exact = {name_a, name_b} <= (dtypes.INT_NAMES | {"bool"})
+        x, y = _as_number(a, name_a), _as_number(b, name_b)
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs(x - y)
+        magnitude = np.abs(y)
         if exact and name_a == name_b:
             # Integers and bools compare exactly; differences are still sized.
-            diff = np.abs(_as_number(a, name_a) - _as_number(b, name_b))
-            self._sizes(diff, np.abs(_as_number(b, name_b)), bit_diff)
+            self._sizes(diff, magnitude)
             self.mismatched += int(np.count_nonzero(bit_diff))
             return
 
-        x, y = _as_number(a, name_a), _as_number(b, name_b)
-        nan_x, nan_y = np.isnan(x), np.isnan(y)
-        both_nan = nan_x & nan_y
-        with np.errstate(invalid="ignore", over="ignore"):
-            diff = np.abs(x - y)
-        # Equal values (infinities included) differ by 0; NaN against NaN
-        # is equal unless --nan-differs; NaN against a number is NaN.
-        diff = np.where(x == y, 0.0, diff)
-        if not options.nan_differs:
-            diff = np.where(both_nan, 0.0, diff)
-        diff = np.where(nan_x ^ nan_y, np.nan, diff)
-        magnitude = np.abs(y)
-        self._sizes(diff, magnitude, bit_diff)
-
-        ok = ~bit_diff
-        if options.tolerant:
-            with np.errstate(invalid="ignore", over="ignore"):
-                within = diff <= options.atol + options.rtol * magnitude
+        # |x - y| is NaN only where a NaN or two same-signed infinities meet;
+        # fix those few elements up instead of masking the whole chunk.
+        odd = np.flatnonzero(np.isnan(diff))
+        nan_pairs = odd[:0]
+        if odd.size:
+            xs, ys = x[odd], y[odd]
+            both = np.isnan(xs) & np.isnan(ys)
+            fixed = np.where(xs == ys, 0.0, np.nan)  # inf == inf → 0
             if not options.nan_differs:
-                within |= both_nan
-            if options.ulps and name_a == name_b and name_a in dtypes.FLOAT_NAMES:
-                within |= _ulp_distance(a, b) <= options.ulps
-            if options.nan_differs:
-                within &= ~(nan_x | nan_y)
-            ok |= within
-        self.mismatched += int(np.count_nonzero(~ok))
+                fixed[both] = 0.0  # NaN equals NaN unless --nan-differs
+                nan_pairs = odd[both]
+            diff[odd] = fixed
+        self._sizes(diff, magnitude)
 
-    def _sizes(self, diff: np.ndarray, magnitude: np.ndarray, mask: np.ndarray) -> None:
-        diff = diff[mask]
-        if diff.size == 0:
+        if not options.tolerant:
+            self.mismatched += int(np.count_nonzero(bit_diff))
             return
-        magnitude = magnitude[mask]
-        if np.isnan(diff).any():
-            self.max_abs = math.nan
-            self.max_rel = math.nan
+        with np.errstate(invalid="ignore", over="ignore"):
+            within = diff <= options.atol + options.rtol * magnitude
+        within[nan_pairs] = True
+        if options.ulps and name_a == name_b and name_a in dtypes.FLOAT_NAMES:
+            close = _ulp_distance(a, b) <= options.ulps
+            if options.nan_differs:
+                close &= ~np.isnan(diff)
+            within |= close
+        self.mismatched += int(np.count_nonzero(bit_diff & ~within))
+
+    def _sizes(self, diff: np.ndarray, magnitude: np.ndarray) -> None:
+        """Fold a chunk's differences into the running maxima.
+
+        Elements with equal bits have a difference of 0 here, so no mask is
+        needed; a NaN difference (NaN against a number) makes both maxima NaN.
+        """
+        if diff.size == 0 or math.isnan(self.max_abs):
             return
-        if not math.isnan(self.max_abs):
-            self.max_abs = max(self.max_abs, float(diff.max()))
+        largest = float(diff.max())
+        if math.isnan(largest):
+            self.max_abs = self.max_rel = math.nan
+            return
+        self.max_abs = max(self.max_abs, largest)
+        if largest == 0:
+            return
+        rel = np.zeros_like(diff)
         with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(diff == 0, 0.0, diff / magnitude)
-        if not math.isnan(self.max_rel):
-            self.max_rel = max(self.max_rel, float(np.nanmax(rel)))
+            np.divide(diff, magnitude, out=rel, where=diff > 0)
+        worst = float(rel.max())
+        # inf / inf: an infinity against a finite number is infinitely off.
+        self.max_rel = max(self.max_rel, math.inf if math.isnan(worst) else worst)
 
 
 def _ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
