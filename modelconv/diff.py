@@ -1076,6 +1076,8 @@ def aligned_chunks(
     chunks against a zip member's buffer), so pieces are re-cut at the
     shorter of the two pending lengths.
     """
+    # Sources may yield more than asked (whole HDF5 chunks): cut to size.
+    step = max(1, chunk_bytes // max(ta.numpy_dtype.itemsize, tb.numpy_dtype.itemsize))
     iter_a = ta.iter_chunks(chunk_bytes)
     iter_b = tb.iter_chunks(chunk_bytes)
     pend_a = np.empty(0, dtype=ta.numpy_dtype)
@@ -1093,7 +1095,7 @@ def aligned_chunks(
             for _ in iter_b:
                 pass
             return
-        n = min(pend_a.size, pend_b.size)
+        n = min(pend_a.size, pend_b.size, step)
         if n == 0:
             continue
         yield pend_a[:n], pend_b[:n]
