@@ -8,47 +8,55 @@ here before or while parsing.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+import numpy as np
 
 from .errors import HostileInputError, InputError, LimitExceededError
 from .limits import MAX_JSON_DEPTH, MAX_JSON_DOCUMENT_BYTES, MAX_JSON_INT_DIGITS
 
+# A JSON string (escapes included); unrolled so that matching stays linear.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+# Brackets are counted in blocks so that the running depth never needs more
+# than a few MiB, whatever the document's size.
+_DEPTH_BLOCK = 1 << 20
+
 
 def _check_depth(text: str, what: str) -> None:
-    """Refuse nesting deeper than MAX_JSON_DEPTH with one linear scan."""
+    """Refuse nesting deeper than MAX_JSON_DEPTH before the recursive parser runs.
+
+    Strings are cut out first (brackets inside them do not nest), then the
+    running depth over the remaining brackets is computed with numpy: a
+    200 000-deep document is refused in milliseconds.
+    """
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).encode("ascii")
     depth = 0
-    in_string = False
-    escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise LimitExceededError(
-                    f"{what}: JSON nesting deeper than {MAX_JSON_DEPTH} levels; "
-                    "no model config nests this deep, so the file is refused"
-                )
-        elif char in "]}":
-            depth -= 1
+    for start in range(0, len(brackets), _DEPTH_BLOCK):
+        block = np.frombuffer(brackets[start : start + _DEPTH_BLOCK], np.uint8)
+        # "[" 0x5b and "{" 0x7b open; "]" 0x5d and "}" 0x7d close.
+        steps = np.where((block == 0x5B) | (block == 0x7B), 1, -1).astype(np.int64)
+        running = np.cumsum(steps) + depth
+        if running.size and int(running.max()) > MAX_JSON_DEPTH:
+            raise LimitExceededError(
+                f"{what}: JSON nesting deeper than {MAX_JSON_DEPTH} levels; "
+                "no model config nests this deep, so the file is refused"
+            )
+        depth = int(running[-1]) if running.size else depth
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise HostileInputError(
-                f"duplicate JSON key {key!r}; readers disagree on which value "
-                "wins, so the file is refused"
-            )
-        result[key] = value
+    result = dict(pairs)  # built in C; a shorter dict means a repeated key
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise HostileInputError(
+                    f"duplicate JSON key {key!r}; readers disagree on which value "
+                    "wins, so the file is refused"
+                )
+            seen.add(key)
     return result
 
 
