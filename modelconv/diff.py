@@ -973,6 +973,17 @@ def match_tensors(
             matched[tensor.name] = (other, "position")
             used_b.add(other.name)
 
+    # Optimizer state has format-specific names (`optimizer/adam/..._momentum`
+    # in legacy .h5, `optimizer/0` in .keras archives) but the same order,
+    # Keras's optimizer.variables, in both: pair the rest in order when the
+    # counts agree.
+    rest_a = [t for t in a if t.name not in matched and t.role is Role.OPTIMIZER]
+    rest_b = [t for t in b if t.name not in used_b and t.role is Role.OPTIMIZER]
+    if rest_a and len(rest_a) == len(rest_b):
+        for ta, tb in zip(rest_a, rest_b):
+            matched[ta.name] = (tb, "position")
+            used_b.add(tb.name)
+
     pairs: list[tuple[Tensor | None, Tensor | None, str | None]] = []
     for tensor in a:
         if tensor.name in matched:
