@@ -999,7 +999,7 @@ def _model_config(entry: Mapping[str, Any], where: str) -> Any:
 def _is_model(entry: Mapping[str, Any]) -> bool:
     cls = entry.get("class_name")
     cfg = entry.get("config")
-    if cls in _MODEL_CLASSES:
+    if isinstance(cls, str) and cls in _MODEL_CLASSES:
         return True
     return (
         isinstance(cfg, Mapping)
@@ -1147,7 +1147,7 @@ def _parse_one(
     cfg = _model_config(entry, f"model {cls!r}")
     if isinstance(cfg, list):
         # Keras 1.x and 2.0-2.2.4 Sequential: the config is the layer list.
-        name, layers, model_cfg = entry.get("name") or "sequential", cfg, {}
+        name, layers, model_cfg = "sequential", cfg, {}
     else:
         model_cfg = _mapping(cfg, str(cls), "config")
         name = model_cfg.get("name", "model")
@@ -1649,7 +1649,8 @@ def _node_index(
         return index
     if 0 <= ref.node < count:
         return ref.node
-    if count == 0 and spec.class_name == "InputLayer" and ref.node == 0:
+    if count == 0 and ref.node == 0:
+        # An InputLayer, or a Keras 1.2 Merge branch head: one implicit node.
         return 0
     raise InputError(
         f"Keras config: model {model.name!r}: layer {ref.layer!r} has no node "
@@ -1832,7 +1833,7 @@ def detect_form(config: Mapping[str, Any]) -> int:
                 form3 = True
             elif isinstance(node, list) and node and isinstance(node[0], list):
                 form1 = form1 or len(node[0]) == 3
-        if cls in _KERAS1_CLASSES:
+        if isinstance(cls, str) and cls in _KERAS1_CLASSES:
             form1 = True
         if isinstance(cfg, Mapping):
             if "batch_shape" in cfg and cls == "InputLayer":

@@ -290,3 +290,619 @@ def test_tf_keras_models_match_keras(
     tf_keras_models: dict[str, Any], name: str
 ) -> None:
     _check_against_keras(tf_keras_models[name], keras3=False)
+
+
+# --------------------------------------------------------------------------
+# Keras 1.2 configs, written by hand after the layouts Keras 1.2.2 writes:
+# Sequential.get_config returns a bare list of {"class_name", "config"}
+# (keras/models.py); Container.get_config writes inbound nodes as
+# [name, node_index, tensor_index] triples (keras/engine/topology.py); layer
+# configs use output_dim, nb_filter, nb_row/nb_col, border_mode, init,
+# W_regularizer, dim_ordering, bias, p, consume_less (keras/layers/*.py).
+
+
+def _k1(cls: str, **config: Any) -> dict[str, Any]:
+    return {"class_name": cls, "config": {"trainable": True, **config}}
+
+
+def _k1_dense(name: str, units: int, **extra: Any) -> dict[str, Any]:
+    return _k1(
+        "Dense",
+        name=name,
+        output_dim=units,
+        init="glorot_uniform",
+        activation="relu",
+        W_regularizer=None,
+        b_regularizer=None,
+        activity_regularizer=None,
+        W_constraint=None,
+        b_constraint=None,
+        bias=extra.pop("bias", True),
+        input_dim=extra.pop("input_dim", None),
+        **extra,
+    )
+
+
+def test_keras1_sequential_list_of_dense() -> None:
+    config = {
+        "class_name": "Sequential",
+        "keras_version": "1.2.2",
+        "config": [
+            _k1_dense("dense_1", 32, input_dim=784, batch_input_shape=[None, 784],
+                      input_dtype="float32"),
+            _k1("Dropout", name="dropout_1", p=0.5),
+            _k1_dense("dense_2", 10, bias=False),
+        ],
+    }  # fmt: skip
+    arch = build_architecture(config)
+    assert arch.form == 1
+    assert [layer.params for layer in arch.layers] == [784 * 32 + 32, 0, 320]
+    assert arch.total_params == arch.trainable_params == 25120 + 320
+    assert arch.layers[2].output_shape == [None, 10]
+    assert arch.layers[2].inbound == ("dropout_1",)
+    assert arch.layers[0].tensor_names == ("dense_1/kernel", "dense_1/bias")
+    assert arch.layers[2].tensor_names == ("dense_2/kernel",)
+
+
+def test_keras1_convolution_th_ordering() -> None:
+    conv = _k1(
+        "Convolution2D", name="convolution2d_1", nb_filter=8, nb_row=3, nb_col=5,
+        init="glorot_uniform", activation="relu", border_mode="valid",
+        subsample=[1, 2], dim_ordering="th", W_regularizer=None, bias=True,
+        batch_input_shape=[None, 1, 28, 28], input_dtype="float32",
+    )  # fmt: skip
+    pool = _k1(
+        "MaxPooling2D", name="maxpooling2d_1", pool_size=[2, 2],
+        border_mode="valid", strides=None, dim_ordering="th",
+    )  # fmt: skip
+    conv1d = _k1(
+        "Convolution1D", name="c1", nb_filter=4, filter_length=3,
+        border_mode="same", subsample_length=1, bias=True,
+        input_dim=None, input_length=None,
+    )  # fmt: skip
+    config = {
+        "class_name": "Sequential",
+        "config": [
+            conv,
+            pool,
+            _k1("Flatten", name="flatten_1"),
+            _k1("Reshape", name="r", target_shape=[-1, 13]),
+            conv1d,
+            _k1("MaxPooling1D", name="p1", pool_length=2, stride=None,
+                border_mode="valid"),
+            _k1("BatchNormalization", name="bn", mode=0, axis=-1,
+                epsilon=0.001, momentum=0.99),
+            _k1_dense("dense_1", 10),
+        ],
+    }  # fmt: skip
+    arch = build_architecture(config)
+    assert arch.form == 1
+    shapes = [layer.output_shape for layer in arch.layers]
+    # th ordering: (channels, rows, cols); cols 28 -> (28 - 5) // 2 + 1 = 12.
+    assert shapes[:4] == [
+        [None, 8, 26, 12],
+        [None, 8, 13, 6],
+        [None, 624],
+        [None, 48, 13],
+    ]
+    assert shapes[4:] == [[None, 48, 4], [None, 24, 4], [None, 24, 4], [None, 24, 10]]
+    assert arch.layers[0].params == 8 * 1 * 3 * 5 + 8
+    assert arch.layers[4].params == 3 * 13 * 4 + 4
+    bn = arch.layers[6]
+    assert (bn.params, bn.trainable_params) == (16, 8)
+    assert bn.tensor_names == (
+        "bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance",
+    )  # fmt: skip
+
+
+def test_keras1_lstm_with_split_gate_weights() -> None:
+    embedding = _k1(
+        "Embedding", name="embedding_1", input_dim=1000, output_dim=16,
+        init="uniform", input_length=20, mask_zero=False, dropout=0.0,
+        batch_input_shape=[None, 20], input_dtype="int32",
+    )  # fmt: skip
+    lstm = _k1(
+        "LSTM", name="lstm_1", output_dim=8, init="glorot_uniform",
+        inner_init="orthogonal", return_sequences=False, go_backwards=False,
+        stateful=False, unroll=False, consume_less="cpu",
+        input_dim=16, input_length=None,
+    )  # fmt: skip
+    gru = dict(lstm, config=dict(lstm["config"], name="gru_1", consume_less="gpu"))
+    gru["class_name"] = "GRU"
+    config = {
+        "class_name": "Sequential",
+        "config": [
+            embedding,
+            _k1("Bidirectional", name="bidirectional_1", merge_mode="concat",
+                layer=dict(lstm, config=dict(lstm["config"], return_sequences=True))),
+            gru,
+            _k1_dense("dense_1", 1),
+        ],
+    }  # fmt: skip
+    arch = build_architecture(config)
+    assert arch.form == 1
+    lstm_params = 4 * (16 * 8 + 8 * 8 + 8)
+    assert [layer.params for layer in arch.layers] == [
+        16000,
+        2 * lstm_params,
+        3 * (16 * 8 + 8 * 8 + 8),
+        9,
+    ]
+    assert arch.layers[1].output_shape == [None, 20, 16]
+    # Keras 1.2 LSTM (consume_less "cpu") trainable_weights: i, c, f, o.
+    names = arch.layers[1].tensor_names
+    assert len(names) == 24
+    assert names[:4] == (
+        "bidirectional_1/forward_lstm_1/kernel_i",
+        "bidirectional_1/forward_lstm_1/recurrent_kernel_i",
+        "bidirectional_1/forward_lstm_1/bias_i",
+        "bidirectional_1/forward_lstm_1/kernel_c",
+    )
+    assert names[12] == "bidirectional_1/backward_lstm_1/kernel_i"
+    assert arch.layers[2].tensor_names == (
+        "gru_1/kernel", "gru_1/recurrent_kernel", "gru_1/bias",
+    )  # fmt: skip
+
+
+def _k1_node(*sources: str) -> list[list[list[Any]]]:
+    return [[[source, 0, 0] for source in sources]]
+
+
+def test_keras1_functional_model_with_merge_and_shared_layer() -> None:
+    def layer(cls: str, name: str, nodes: Any, **config: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "class_name": cls,
+            "config": {"name": name, "trainable": True, **config},
+            "inbound_nodes": nodes,
+        }
+
+    inp = {"batch_input_shape": [None, 12], "input_dtype": "float32", "sparse": False}
+    shared = _k1_dense("shared", 6)["config"]
+    config = {
+        "class_name": "Model",
+        "config": {
+            "name": "model_1",
+            "layers": [
+                layer("InputLayer", "input_1", [], **inp),
+                layer("InputLayer", "input_2", [], **inp),
+                {"name": "shared", "class_name": "Dense", "config": shared,
+                 "inbound_nodes": _k1_node("input_1") + _k1_node("input_2")},
+                layer("Merge", "merge_1", [[["shared", 0, 0], ["shared", 1, 0]]],
+                      mode="concat", concat_axis=-1, dot_axes=-1, output_shape=None,
+                      output_mask=None, arguments={}, mode_type="raw",
+                      output_shape_type="raw"),
+                layer("Merge", "merge_2", [[["shared", 0, 0], ["shared", 1, 0]]],
+                      mode="sum", concat_axis=-1),
+            ],
+            "input_layers": [["input_1", 0, 0], ["input_2", 0, 0]],
+            "output_layers": [["merge_1", 0, 0], ["merge_2", 0, 0]],
+        },
+    }  # fmt: skip
+    arch = build_architecture(config)
+    assert arch.form == 1
+    assert arch.total_params == 12 * 6 + 6
+    shared_layer = arch.layer("shared")
+    assert shared_layer is not None
+    assert shared_layer.inbound == ("input_1", "input_2")
+    assert shared_layer.output_shape == [None, 6]
+    assert arch.layer("merge_1").output_shape == [None, 12]  # type: ignore[union-attr]
+    assert arch.layer("merge_2").output_shape == [None, 6]  # type: ignore[union-attr]
+    assert arch.layer("merge_1").inbound == ("shared", "shared")  # type: ignore[union-attr]
+
+
+def test_keras1_sequential_starting_with_merge_of_branches() -> None:
+    left = {
+        "class_name": "Sequential",
+        "config": [_k1_dense("dense_1", 4, input_dim=3, batch_input_shape=[None, 3])],
+    }
+    right = {
+        "class_name": "Sequential",
+        "config": [
+            _k1_dense("dense_2", 5, input_dim=2, batch_input_shape=[None, 2]),
+            _k1("Activation", name="act", activation="relu"),
+        ],
+    }
+    config = {
+        "class_name": "Sequential",
+        "config": [
+            _k1("Merge", name="merge_1", mode="concat", concat_axis=-1,
+                layers=[left, right]),
+            _k1_dense("dense_3", 2),
+        ],
+    }  # fmt: skip
+    arch = build_architecture(config)
+    assert [layer.name for layer in arch.layers] == [
+        "dense_1", "dense_2", "act", "merge_1", "dense_3",
+    ]  # fmt: skip
+    assert arch.layer("merge_1").inbound == ("dense_1", "act")  # type: ignore[union-attr]
+    assert arch.layer("merge_1").output_shape == [None, 9]  # type: ignore[union-attr]
+    assert arch.total_params == (3 * 4 + 4) + (2 * 5 + 5) + (9 * 2 + 2)
+
+
+# --------------------------------------------------------------------------
+# Keras 2 and 3 forms written by hand: small configs for the cases real
+# Keras cannot easily produce (custom classes, unknown dims).
+
+
+def _k2_layer(cls: str, name: str, nodes: Any = (), **config: Any) -> dict[str, Any]:
+    """A Keras 2 (tf.keras) functional layer entry."""
+    return {
+        "class_name": cls,
+        "name": name,
+        "config": {"name": name, "trainable": True, **config},
+        "inbound_nodes": [[[src, 0, 0, {}] for src in node] for node in nodes],
+    }
+
+
+def _k2_model(*layers: dict[str, Any], inputs: Any, outputs: Any) -> dict[str, Any]:
+    return {
+        "class_name": "Functional",
+        "config": {
+            "name": "model",
+            "layers": list(layers),
+            "input_layers": [[n, 0, 0] for n in inputs],
+            "output_layers": [[n, 0, 0] for n in outputs],
+        },
+    }
+
+
+def _simple_k2() -> dict[str, Any]:
+    return _k2_model(
+        _k2_layer("InputLayer", "in", batch_input_shape=[None, 4]),
+        _k2_layer("Dense", "d1", [["in"]], units=3),
+        _k2_layer("Dense", "d2", [["d1"]], units=2, use_bias=False),
+        inputs=["in"],
+        outputs=["d2"],
+    )
+
+
+def test_keras2_sequential_as_name_and_layers_without_input_layer() -> None:
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "sequential",
+            "layers": [
+                {"class_name": "Dense", "config": {"name": "dense", "units": 5,
+                 "batch_input_shape": [None, 7]}},
+                {"class_name": "Dense", "config": {"name": "dense_1", "units": 1}},
+            ],
+        },
+    }  # fmt: skip
+    arch = build_architecture(config)
+    assert arch.form == 2
+    assert arch.total_params == 7 * 5 + 5 + 6
+    assert arch.layers[1].inbound == ("dense",)
+
+
+def test_unknown_input_dim_gives_none_never_a_guess() -> None:
+    config = {
+        "class_name": "Sequential",
+        "config": {"name": "s", "layers": [
+            {"class_name": "Dense", "config": {"name": "a", "units": 5}},
+            {"class_name": "Dense", "config": {"name": "b", "units": 1}},
+        ]},
+    }  # fmt: skip
+    arch = build_architecture(config)
+    assert arch.layers[0].params is None
+    assert arch.layers[0].output_shape is None
+    # Limitation: a's output rank is unknown, so b's input is too, although
+    # its width (a's units) is known; b's count is then unknown as well.
+    assert arch.layers[1].params is None
+    assert arch.total_params is None and arch.trainable_params is None
+    assert any("'a'" in w and "unknown" in w for w in arch.warnings)
+
+
+def test_keras3_build_config_and_recorded_shapes_fill_gaps() -> None:
+    def tensor(src: str, shape: list[Any]) -> dict[str, Any]:
+        return {
+            "class_name": "__keras_tensor__",
+            "config": {
+                "shape": shape,
+                "dtype": "float32",
+                "keras_history": [src, 0, 0],
+            },
+        }
+
+    config = {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "config": {
+            "name": "f",
+            "layers": [
+                {"module": "keras.layers", "class_name": "InputLayer", "name": "i",
+                 "config": {"name": "i", "batch_shape": [None, 3]},
+                 "inbound_nodes": []},
+                {"module": "my_package.layers", "class_name": "Mystery",
+                 "registered_name": "Custom>Mystery", "name": "m",
+                 "config": {"name": "m"},
+                 "inbound_nodes": [{"args": [tensor("i", [None, 3])], "kwargs": {}}]},
+                {"module": "keras.layers", "class_name": "Dense", "name": "d",
+                 "config": {"name": "d", "units": 2},
+                 "inbound_nodes": [{"args": [tensor("m", [None, 9])], "kwargs": {}}]},
+            ],
+            "input_layers": [["i", 0, 0]],
+            "output_layers": [["d", 0, 0]],
+        },
+    }  # fmt: skip
+    arch = build_architecture(config)
+    assert arch.form == 3
+    mystery, dense = arch.layers[1], arch.layers[2]
+    assert mystery.params is None and mystery.output_shape is None
+    assert mystery.module == "my_package.layers"
+    # The keras_tensor record says what Mystery produced: 9 wide.
+    assert dense.params == 9 * 2 + 2
+    assert dense.output_shape == [None, 2]
+    assert arch.total_params is None
+    assert any("my_package.layers" in w for w in arch.warnings)
+    assert any("'Mystery'" in w and "unknown" in w for w in arch.warnings)
+
+
+def test_subclassed_model_has_no_layers_and_a_warning() -> None:
+    arch = build_architecture(
+        {"class_name": "MyModel", "module": "mine", "config": {"units": 3}}
+    )
+    assert arch.layers == () and arch.total_params is None
+    assert arch.warnings
+
+
+def test_lambda_warnings_say_whether_bytecode_is_carried() -> None:
+    k2_lambda = _k2_layer(
+        "Lambda", "lam", [["in"]], function=["4wEAAAAAAAAA\n", None, None],
+        function_type="lambda", module="__main__", output_shape=[6],
+        output_shape_type="raw", arguments={},
+    )  # fmt: skip
+    named = _k2_layer(
+        "Lambda", "named", [["in"]], function="my_function",
+        function_type="function", module="my_module",
+    )  # fmt: skip
+    config = _k2_model(
+        _k2_layer("InputLayer", "in", batch_input_shape=[None, 4]),
+        k2_lambda,
+        named,
+        inputs=["in"],
+        outputs=["lam", "named"],
+    )
+    arch = build_architecture(config)
+    assert arch.layer("lam").output_shape == [None, 6]  # type: ignore[union-attr]
+    assert arch.layer("named").output_shape is None  # type: ignore[union-attr]
+    text = "\n".join(arch.warnings)
+    assert "'lam'" in text and "bytecode" in text
+    assert "'named'" in text and "my_function" in text
+    named_warning = [w for w in arch.warnings if "'named'" in w][0]
+    assert "bytecode" not in named_warning
+
+
+def test_layer_weight_names_for_helpers() -> None:
+    dense = {"class_name": "Dense", "config": {"name": "d", "units": 3}}
+    assert layer_weight_names(dense) == ["kernel", "bias"]
+    bn = {"class_name": "BatchNormalization",
+          "config": {"name": "bn", "center": False, "scale": True}}  # fmt: skip
+    assert layer_weight_names(bn) == ["gamma", "moving_mean", "moving_variance"]
+    bi = {"class_name": "Bidirectional", "config": {
+        "name": "bi", "layer": {"class_name": "GRU",
+                                "config": {"name": "gru", "units": 2}}}}  # fmt: skip
+    assert layer_weight_names(bi) == [
+        f"{d}_gru/{w}"
+        for d in ("forward", "backward")
+        for w in ("kernel", "recurrent_kernel", "bias")
+    ]
+    nested = copy.deepcopy(_simple_k2())
+    nested["config"]["layers"][1]["config"]["trainable"] = False
+    # Legacy order: trainable weights first (d2), then frozen d1.
+    assert layer_weight_names(nested) == ["d2/kernel", "d1/kernel", "d1/bias"]
+    assert layer_weight_names({"class_name": "Mystery", "config": {}}) == []
+
+
+def test_detect_form() -> None:
+    assert detect_form(_simple_k2()) == 2
+    assert detect_form({"class_name": "Sequential", "config": [_k1_dense("d", 2)]}) == 1
+
+
+# --------------------------------------------------------------------------
+# Malformed and hostile configs: always InputError, naming layer and key.
+
+
+def _mutated(edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    config = copy.deepcopy(_simple_k2())
+    edit(config)
+    return config
+
+
+def _layers(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return config["config"]["layers"]
+
+
+MALFORMED: dict[str, tuple[Any, str]] = {
+    "not a mapping": ([1, 2], "JSON object"),
+    "no class_name": ({"config": {}}, "class_name"),
+    "layers not a list": (
+        {"class_name": "Functional", "config": {"name": "m", "layers": 3}},
+        "'layers'",
+    ),
+    "units a string": (
+        _mutated(lambda c: _layers(c)[1]["config"].update(units="3")),
+        "'d1', key 'units'",
+    ),
+    "units negative": (
+        _mutated(lambda c: _layers(c)[1]["config"].update(units=-3)),
+        "'units'",
+    ),
+    "units absurd": (
+        _mutated(lambda c: _layers(c)[1]["config"].update(units=10**30)),
+        "'units'",
+    ),
+    "units boolean": (
+        _mutated(lambda c: _layers(c)[1]["config"].update(units=True)),
+        "'units'",
+    ),
+    "unknown inbound layer": (
+        _mutated(lambda c: _layers(c)[2].update(inbound_nodes=[[["ghost", 0, 0, {}]]])),
+        "'ghost'",
+    ),
+    "cycle": (
+        _mutated(lambda c: _layers(c)[1].update(inbound_nodes=[[["d2", 0, 0, {}]]])),
+        "cycle",
+    ),
+    "self loop": (
+        _mutated(lambda c: _layers(c)[1].update(inbound_nodes=[[["d1", 0, 0, {}]]])),
+        "cycle",
+    ),
+    "node index out of range": (
+        _mutated(lambda c: _layers(c)[2].update(inbound_nodes=[[["d1", 5, 0, {}]]])),
+        "node 5",
+    ),
+    "inbound entry malformed": (
+        _mutated(lambda c: _layers(c)[2].update(inbound_nodes=[[["d1"]]])),
+        "'d2', key 'inbound_nodes'",
+    ),
+    "inbound nodes not a list": (
+        _mutated(lambda c: _layers(c)[2].update(inbound_nodes="d1")),
+        "'inbound_nodes'",
+    ),
+    "duplicate layer names": (
+        _mutated(lambda c: _layers(c)[2]["config"].update(name="d1") or
+                 _layers(c)[2].update(name="d1")),
+        "two layers named 'd1'",
+    ),
+    "layer without name": (
+        _mutated(lambda c: _layers(c)[2].pop("name") and
+                 _layers(c)[2]["config"].pop("name")),
+        "'name'",
+    ),
+    "layer config missing": (
+        _mutated(lambda c: _layers(c)[2].pop("config")),
+        "'config'",
+    ),
+    "kernel size wrong length": (
+        {"class_name": "Sequential", "config": {"name": "s", "layers": [
+            {"class_name": "Conv2D", "config": {"name": "c", "filters": 2,
+             "kernel_size": [3, 3, 3], "batch_input_shape": [None, 8, 8, 1]}}]}},
+        "'c', key 'kernel_size'",
+    ),
+    "shape with a string": (
+        _mutated(lambda c: _layers(c)[0]["config"].update(
+            batch_input_shape=[None, "4"])),
+        "'in', key 'batch_input_shape'",
+    ),
+    "unknown output layer": (
+        _mutated(lambda c: c["config"].update(output_layers=[["nope", 0, 0]])),
+        "'nope'",
+    ),
+    "keras3 history malformed": (
+        _mutated(lambda c: _layers(c)[2].update(inbound_nodes=[{"args": [
+            {"class_name": "__keras_tensor__", "config": {"keras_history": "d1"}}
+        ]}])),
+        "'keras_history'",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_configs_raise_input_error(case: str) -> None:
+    config, expected = MALFORMED[case]
+    with pytest.raises(InputError) as info:
+        build_architecture(config)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_deep_nesting_is_refused() -> None:
+    config: dict[str, Any] = {
+        "class_name": "Dense",
+        "config": {"name": "d", "units": 1},
+    }
+    for level in range(100):
+        config = {"class_name": "Sequential",
+                  "config": {"name": f"s{level}", "layers": [config]}}  # fmt: skip
+    with pytest.raises(LimitExceededError):
+        build_architecture(config)
+
+
+def test_deep_wrapper_nesting_is_refused() -> None:
+    layer: dict[str, Any] = {"class_name": "Dense", "config": {"name": "d", "units": 1}}
+    for level in range(100):
+        layer = {"class_name": "TimeDistributed",
+                 "config": {"name": f"t{level}", "layer": layer}}  # fmt: skip
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [layer]}}
+    with pytest.raises(LimitExceededError):
+        build_architecture(config)
+
+
+def test_shared_nested_models_do_not_blow_up() -> None:
+    """Each level calls the level below twice; evaluation stays linear."""
+    model: dict[str, Any] = _simple_k2()
+    for level in range(40):
+        inner = copy.deepcopy(model)
+        inner["config"]["name"] = inner_name = f"m{level}"
+        model = _k2_model(
+            _k2_layer("InputLayer", "in", batch_input_shape=[None, 4]),
+            {**inner, "name": inner_name,
+             "inbound_nodes": [[["in", 0, 0, {}]], [["in", 0, 0, {}]]]},
+            inputs=["in"],
+            outputs=[inner_name],
+        )  # fmt: skip
+    arch = build_architecture(model)
+    assert arch.total_params == 4 * 3 + 3 + 3 * 2
+
+
+def _json_values() -> st.SearchStrategy[Any]:
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=True),
+        st.text(max_size=6),
+    )
+    return st.recursive(
+        scalars,
+        lambda children: st.one_of(
+            st.lists(children, max_size=4),
+            st.dictionaries(st.text(max_size=6), children, max_size=4),
+        ),
+        max_leaves=12,
+    )
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _paths(child, (*prefix, index))
+    return found
+
+
+_SEEDS = [
+    _simple_k2(),
+    {"class_name": "Sequential", "config": [_k1_dense("d", 2, input_dim=3)]},
+    MALFORMED["units a string"][0],
+]
+
+
+@given(
+    seed=st.sampled_from(range(len(_SEEDS))),
+    pick=st.integers(min_value=0),
+    replacement=_json_values(),
+)
+def test_fuzzed_configs_raise_only_input_error(
+    seed: int, pick: int, replacement: Any
+) -> None:
+    config = copy.deepcopy(_SEEDS[seed])
+    paths = _paths(config)
+    path = paths[pick % len(paths)]
+    if not path:
+        config = replacement
+    else:
+        parent = config
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = replacement
+    try:
+        arch = build_architecture(config)
+    except InputError:
+        return
+    assert isinstance(arch, Architecture)
