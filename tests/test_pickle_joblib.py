@@ -505,3 +505,28 @@ def test_read_errors_are_modelconv_errors(tmp_path: Path) -> None:
     path.write_bytes(b"\x80\x04")
     with pytest.raises(InputError, match="truncated|ends"):
         read(path)
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize(
+    "name, drop",
+    [
+        ("k3_iris_mlp.joblib", ()),
+        ("k3_iris_mlp.pkl", ()),
+        ("tfk_iris_mlp.pkl", ("state",)),
+    ],
+)
+def test_pickled_keras_model_converts_to_h5_with_same_predictions(
+    name: str, drop: tuple[str, ...], fixtures_dir: Path, tmp_path: Path, request: Any
+) -> None:
+    pytest.importorskip("modelconv.formats.keras_zip")
+    from modelconv.api import convert
+
+    path = fixture(fixtures_dir, name)
+    io_path = fixture(fixtures_dir, name.split(".")[0] + ".io.npz")
+    keras = request.getfixturevalue("keras3" if name.startswith("k3") else "tf_keras")
+    target = tmp_path / "model.h5"
+    convert(path, target, drop=drop)
+    data = np.load(io_path)
+    model = keras.models.load_model(str(target), compile=False)
+    assert np.array_equal(model.predict(data["x"], verbose=0), data["y"])

@@ -30,7 +30,9 @@ def sniff(probe: Probe) -> int:
         return 0
     score = pickle_score(probe.head, probe.size)
     if score:
-        return 95 if b"joblib.numpy_pickle" in probe.head[:4096] else 0
+        # A joblib dump without arrays (a pickled Keras model) is a plain
+        # pickle: just below the pickle format, so a .joblib suffix decides.
+        return 95 if b"joblib.numpy_pickle" in probe.head[:4096] else score - 2
     compressor = compression_of(probe.head)
     if compressor is None:
         return 0
