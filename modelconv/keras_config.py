@@ -1625,6 +1625,9 @@ def _run_sequential(
                 f"Keras config: Sequential {model.name!r}: InputLayer {spec.name!r} "
                 "is not the first layer"
             )
+        if all(shape is None for shape in current):
+            # Keras 3 and tf_keras record each layer's build input shape.
+            current = _build_shapes(spec) or current
         weights, known, outs = _evaluate(spec, current, ctx, depth, True)
         results.append(_Result(weights, [outs], known))
         current = list(outs) if outs else [None]
