@@ -56,6 +56,9 @@ TFJS_DTYPES = {"float32": 4, "int32": 4, "bool": 1, "complex64": 8}
 QUANTIZED_DTYPES = {"uint8": 1, "uint16": 2, "float16": 2}
 _READ_BYTES = 4 * 2**20
 
+_OWN_KEYS = frozenset(
+    {"producer", "backend", "keras_version", "training_config", "source", "tfjs"}
+)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 _CELL = re.compile(r"^(\w*_)?cell(_\d+)?$")
 
@@ -374,6 +377,31 @@ def _names(specs: Sequence[_Spec]) -> list[str]:
     ]
 
 
+def _architecture_names(tensors: list[Tensor], architecture: Any) -> list[Tensor]:
+    """Canonical names from the architecture where the tf.js names are short.
+
+    Keras 2 HDF5 weight names, and so tf.js names, leave out the enclosing
+    model of a nested model's layers (``sub_dense/kernel`` for
+    ``sub_model/sub_dense/kernel``). Each tensor takes the architecture name
+    that ends with its own, when exactly one does.
+    """
+    wanted = [n for layer in architecture.layers for n in layer.tensor_names]
+    if not wanted or {t.name for t in tensors} <= set(wanted):
+        return tensors
+    by_tail: dict[str, list[str]] = {}
+    for name in wanted:
+        parts = name.split("/")
+        for cut in range(len(parts) - 1):
+            by_tail.setdefault("/".join(parts[cut:]), []).append(name)
+    renamed = []
+    for tensor in tensors:
+        matches = by_tail.get(tensor.name, [])
+        renamed.append(tensor.replace(name=matches[0]) if len(matches) == 1 else tensor)
+    if len({t.name for t in renamed}) != len(renamed):
+        return tensors
+    return renamed
+
+
 # --- reading ----------------------------------------------------------------
 
 
@@ -389,11 +417,16 @@ def _topology(document: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     metadata: dict[str, Any] = {}
     tfjs_facts = {
         key: document[key]
-        for key in ("format", "generatedBy", "convertedBy", "userDefinedMetadata")
+        for key in ("format", "generatedBy", "convertedBy")
         if key in document
     }
     if tfjs_facts:
         metadata["tfjs"] = tfjs_facts
+    user = document.get("userDefinedMetadata")
+    if isinstance(user, dict):
+        # The user's own metadata (tfjs-converter --metadata) sits beside
+        # what the file says about itself.
+        metadata.update({k: v for k, v in user.items() if k not in _OWN_KEYS})
     if topology is None:
         return None, metadata
     if not isinstance(topology, dict):
@@ -447,6 +480,8 @@ def read(path: Path, options: ReadOptions) -> Model:
     dequantize_all = bool(options.extra.get("dequantize"))
     tensors, quantised = _tensors(groups, dequantize_all)
     architecture = build_architecture(config) if config is not None else None
+    if architecture is not None:
+        tensors = _architecture_names(tensors, architecture)
     warnings = list(architecture.warnings) if architecture is not None else []
     if quantised and not dequantize_all:
         warnings.append(
@@ -520,6 +555,12 @@ def _writer() -> Any:
         if exc.name != name:
             raise
         raise UnsupportedError(_NO_WRITER) from exc
+
+
+def prepare(model: Model, options: WriteOptions) -> Model:
+    """The model with its config in the Keras 2 form tfjs-layers reads."""
+    prepared: Model = _writer().prepare(model, options)
+    return prepared
 
 
 def losses(model: Model, options: WriteOptions) -> list[Loss]:
