@@ -379,6 +379,7 @@ _KERAS1_RENAMES = {
     "dim_ordering": "data_format",
     "dropout_W": "dropout",
     "dropout_U": "recurrent_dropout",
+    "input_dtype": "dtype",
 }
 
 # DTypePolicy class names: Keras 3 `DTypePolicy`/`FloatDTypePolicy`,
@@ -399,6 +400,13 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "renorm_momentum": 0.99,
     "mask_zero": False,
     "lora_alpha": None,
+    # Keras 1 configs omit the initialisers they did not change.
+    "kernel_initializer": {"class_name": "GlorotUniform", "config": {}},
+    "bias_initializer": {"class_name": "Zeros", "config": {}},
+    "beta_initializer": {"class_name": "Zeros", "config": {}},
+    "gamma_initializer": {"class_name": "Ones", "config": {}},
+    "moving_mean_initializer": {"class_name": "Zeros", "config": {}},
+    "moving_variance_initializer": {"class_name": "Ones", "config": {}},
 }
 _CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
     "Dense": {"activation": "linear", "use_bias": True},
@@ -496,11 +504,10 @@ def normalise_config(
                 key = _KERAS1_RENAMES[key]
             if key == "batch_input_shape":  # Keras 2 spelling of batch_shape
                 key = "batch_shape"
-            if isinstance(value, str) and (
-                key.endswith("_initializer") or key == "kernel_initializer"
-            ):
+            if isinstance(value, str) and key.endswith("_initializer"):
                 value = {"class_name": _camel(value), "config": {}}
             out[key] = normalise_config(value, form=form)
+        out = _named_initializer(out)
         if class_name == "BatchNormalization" and isinstance(out.get("axis"), int):
             # tf.keras 2.x stores axis as a list after building; Keras 3 as int.
             out["axis"] = [out["axis"]]
@@ -508,6 +515,40 @@ def normalise_config(
     if isinstance(config, (list, tuple)):
         return [normalise_config(v, form=form) for v in config]
     return config
+
+
+# Keras 2.0-2.2 serialise the named initialisers as VarianceScaling with
+# these arguments; Keras >= 2.3 and Keras 3 write the names.
+_VARIANCE_SCALING_NAMES = {
+    (1.0, "fan_avg", "uniform"): "GlorotUniform",
+    (1.0, "fan_avg", "normal"): "GlorotNormal",
+    (1.0, "fan_avg", "truncated_normal"): "GlorotNormal",
+    (2.0, "fan_in", "uniform"): "HeUniform",
+    (2.0, "fan_in", "normal"): "HeNormal",
+    (2.0, "fan_in", "truncated_normal"): "HeNormal",
+    (1.0, "fan_in", "uniform"): "LecunUniform",
+    (1.0, "fan_in", "normal"): "LecunNormal",
+    (1.0, "fan_in", "truncated_normal"): "LecunNormal",
+}
+
+
+def _named_initializer(obj: dict[str, Any]) -> dict[str, Any]:
+    """A VarianceScaling initialiser replaced by its name where it has one."""
+    config = obj.get("config")
+    if obj.get("class_name") != "VarianceScaling" or not isinstance(config, Mapping):
+        return obj
+    scale = config.get("scale")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        return obj
+    name = _VARIANCE_SCALING_NAMES.get(
+        (float(scale), config.get("mode"), config.get("distribution"))
+    )
+    if name is None:
+        return obj
+    rest = {
+        k: v for k, v in config.items() if k not in ("scale", "mode", "distribution")
+    }
+    return {**obj, "class_name": name, "config": rest}
 
 
 def _camel(name: str) -> str:
@@ -690,8 +731,9 @@ def _compare_architectures(
             )
         )
     if level_a["name"] != level_b["name"]:
+        # Keras 1 models have no name; later Keras lines generate one.
         generated = all(
-            isinstance(n, str) and _GENERATED_MODEL_NAME.fullmatch(n)
+            n is None or (isinstance(n, str) and _GENERATED_MODEL_NAME.fullmatch(n))
             for n in (level_a["name"], level_b["name"])
         )
         kind = ChangeKind.DEFAULT if generated else ChangeKind.CHANGED
@@ -868,7 +910,7 @@ def _compare_values(
             value = a[key] if key in a else b[key]
             is_default = (
                 value is None
-                or (key in defaults and _same_value(defaults[key], value))
+                or (key in defaults and _equal_but_defaults(defaults[key], value))
                 or (key in _INPUT_SHAPE_KEYS and class_name not in (None, "InputLayer"))
             )
             kind = (
@@ -884,6 +926,13 @@ def _compare_values(
         return
     if not _same_value(a, b):
         changes.append(ArchChange(ChangeKind.CHANGED, path, a, b))
+
+
+def _equal_but_defaults(a: Any, b: Any) -> bool:
+    """Values that differ at most in spelled-out defaults."""
+    found: list[ArchChange] = []
+    _compare_values(a, b, "", found)
+    return not any(change.counts for change in found)
 
 
 def _same_value(a: Any, b: Any) -> bool:

@@ -710,3 +710,73 @@ def test_fixture_tf_keras_and_keras3_mlp(fixtures_dir: Path) -> None:
     for change in counted(result):
         assert not change.path.endswith(("/units", "/activation")), change
     assert counted(result) == [], [c.to_json() for c in counted(result)]
+
+
+def test_keras1_and_keras2_serialisations_of_one_mlp_are_equal() -> None:
+    """Keras 1 names (output_dim, init, bias) and Keras 2.0's VarianceScaling
+    spelling of glorot_uniform are normalised away."""
+
+    def k1(name: str, units: int, activation: str, **extra: Any) -> dict:
+        config = {
+            "name": name,
+            "output_dim": units,
+            "init": "glorot_uniform",
+            "activation": activation,
+            "bias": True,
+            "W_regularizer": None,
+            "b_constraint": None,
+            "trainable": True,
+            **extra,
+        }
+        return {"class_name": "Dense", "config": config}
+
+    def k2(name: str, units: int, activation: str, **extra: Any) -> dict:
+        glorot = {
+            "class_name": "VarianceScaling",
+            "config": {
+                "scale": 1.0,
+                "mode": "fan_avg",
+                "distribution": "uniform",
+                "seed": None,
+            },
+        }
+        config = {
+            "name": name,
+            "trainable": True,
+            **extra,
+            "units": units,
+            "activation": activation,
+            "use_bias": True,
+            "kernel_initializer": glorot,
+            "bias_initializer": {"class_name": "Zeros", "config": {}},
+            "kernel_regularizer": None,
+        }
+        return {"class_name": "Dense", "config": config}
+
+    keras1 = {
+        "class_name": "Sequential",
+        "config": [
+            k1("dense_1", 8, "relu", batch_input_shape=[None, 4], input_dim=4),
+            k1("dense_2", 3, "softmax"),
+        ],
+    }
+    keras2 = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "sequential_1",
+            "layers": [
+                k2("dense_1", 8, "relu", batch_input_shape=[None, 4]),
+                k2("dense_2", 3, "softmax"),
+            ],
+        },
+    }
+    a = Model(architecture=build_architecture(keras1))
+    b = Model(architecture=build_architecture(keras2))
+    result = diff_models(a, b)
+    assert counted(result) == [], [c.to_json() for c in counted(result)]
+
+    keras2["config"]["layers"][1]["config"]["units"] = 4
+    changed = counted(diff_models(a, Model(architecture=build_architecture(keras2))))
+    assert [(c.path, c.a, c.b) for c in changed] == [
+        ("/layers/dense_2/config/units", 3, 4)
+    ]
