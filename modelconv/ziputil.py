@@ -466,25 +466,27 @@ class MemberReader(io.RawIOBase):
                 f"where it declares {member.size}; the archive is damaged"
             )
         data = inflate.unconsumed_tail
-        if not data:
-            length = min(_RAW_CHUNK, member.compressed_size - self._raw_pos)
-            if length <= 0:
-                raise InputError(
-                    f"zip member {member.name!r}: deflate stream ends early; the "
-                    "archive is truncated"
-                )
+        length = min(_RAW_CHUNK, member.compressed_size - self._raw_pos)
+        if not data and length > 0:
             data = self._archive._pread(member.data_offset + self._raw_pos, length)
             if len(data) != length:
                 raise InputError(
                     f"zip member {member.name!r} is cut short; the archive is truncated"
                 )
             self._raw_pos += length
+        # With no input left, zlib may still hold output it could not hand
+        # over under the last call's cap; an empty call drains it, capped.
         try:
             out = inflate.decompress(data, _OUT_CHUNK)
         except zlib.error as exc:
             raise InputError(
                 f"zip member {member.name!r}: deflate data is corrupt ({exc})"
             ) from exc
+        if not out and not data and not inflate.eof:
+            raise InputError(
+                f"zip member {member.name!r}: deflate stream ends early; the "
+                "archive is truncated"
+            )
         self._produced += len(out)
         if self._produced > member.size:
             raise HostileInputError(

@@ -376,3 +376,43 @@ def test_write_delegates_or_says_not_available(tmp_path: Path) -> None:
             keras_zip.losses(Model(), WriteOptions())
     else:
         assert isinstance(keras_zip.losses(Model(), WriteOptions()), list)
+
+
+def test_fixture_archives_round_trip_through_npz(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """keras → modelconv NPZ → read: names, roles, bytes, config all survive."""
+    from modelconv.formats import npz
+
+    archives = sorted(fixtures_dir.glob("*.keras"))
+    if not archives:
+        pytest.skip("no .keras fixtures yet (fixtures/make_fixtures.py)")
+    for path in archives:
+        source = _read(path)
+        target = tmp_path / f"{path.stem}.npz"
+        npz.write(source, target, WriteOptions())
+        back = npz.read(target, ReadOptions())
+        assert [(t.name, t.role, t.dtype, t.shape) for t in back.tensors] == [
+            (t.name, t.role, t.dtype, t.shape) for t in source.tensors
+        ]
+        assert [t.source_names for t in back.tensors] == [
+            t.source_names for t in source.tensors
+        ]
+        for a, b in zip(source.tensors, back.tensors):
+            assert _bytes(a.read()) == _bytes(b.read()), (path.name, a.name)
+        assert source.architecture is not None and back.architecture is not None
+        assert back.architecture.config == source.architecture.config
+        assert back.metadata["producer"] == source.metadata["producer"]
+        source.close()
+        back.close()
+
+
+def test_lambda_archive_is_flagged_not_run(fixtures_dir: Path) -> None:
+    path = fixtures_dir / "k3_lambda.keras"
+    if not path.exists():
+        pytest.skip("fixture k3_lambda.keras not generated yet")
+    read = _read(path)
+    assert read.architecture is not None
+    assert any("Lambda" in w for w in read.architecture.warnings)
+    assert read.names == ("pre/kernel", "pre/bias", "post/kernel", "post/bias")
+    read.close()

@@ -296,3 +296,48 @@ def test_sniff(tmp_path: Path) -> None:
     np.savez(empty)
     assert npz.sniff(make_probe(empty)) == 50
     assert npz.read(empty, ReadOptions()).tensors == ()
+
+
+def _manifest_npz(fixtures_dir: Path) -> list[dict[str, object]]:
+    manifest = fixtures_dir / "MANIFEST.json"
+    if not manifest.exists():
+        return []
+    return [e for e in json.loads(manifest.read_text()) if e.get("kind") == "npz"]
+
+
+def test_every_npz_fixture_matches_manifest(fixtures_dir: Path) -> None:
+    import hashlib
+
+    entries = _manifest_npz(fixtures_dir)
+    if not entries:
+        pytest.skip("no npz fixtures yet (fixtures/make_fixtures.py)")
+    for entry in entries:
+        path = fixtures_dir / str(entry["file"])
+        model = npz.read(path, ReadOptions())
+        weights = entry["weights"]
+        assert isinstance(weights, dict)
+        numeric = {k for k, r in weights.items() if r["dtype"] in dtypes.DTYPE_NAMES}
+        assert sorted(model.names) == sorted(numeric), entry["file"]
+        for key in set(weights) - numeric:  # text arrays go to metadata
+            assert len(model.metadata[npz.TEXT_KEY][key]["values"]) > 0
+        for tensor in model.tensors:
+            record = weights[tensor.name]
+            data = b"".join(bytes(p) for p in tensor.iter_bytes())
+            assert hashlib.sha256(data).hexdigest() == record["sha256"]
+            assert (tensor.dtype, list(tensor.shape)) == (
+                record["dtype"],
+                record["shape"],
+            )
+        model.close()
+
+
+def test_text_members_kept_as_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "labels.npz"
+    np.savez(path, w=np.ones(2), labels=np.array(["cat", "dög"]), raw=np.bytes_(b"ab"))
+    model = npz.read(path, ReadOptions())
+    assert model.names == ("w",)
+    kept = model.metadata[npz.TEXT_KEY]
+    assert kept["labels"]["values"] == ["cat", "dög"]
+    assert kept["raw"]["values"] == "ab"
+    assert sum("holds text" in w for w in model.warnings) == 2
+    model.close()

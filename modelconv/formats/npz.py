@@ -59,6 +59,11 @@ MAX_KEY_BYTES = 1024
 # 1980-01-01, the zip epoch: fixed so identical models give identical files.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
+# Arrays of strings (label vocabularies) are not tensors; small ones are kept
+# in metadata under this key so that nothing the file said is dropped.
+TEXT_KEY = "text_arrays"
+MAX_TEXT_BYTES = 2**20
+
 _OBJECT_MESSAGE = (
     "this npz holds pickled objects; modelconv never unpickles npz members"
 )
@@ -194,11 +199,16 @@ class _DictParser:
 _DESCR = re.compile(r"([<>|=]?)([A-Za-z])(\d{0,3})")
 
 
-def descr_dtype(descr: str, where: str) -> np.dtype:
-    """The numpy dtype for a ``.npy`` descr, refusing objects and non-numerics."""
+def descr_dtype(descr: str, where: str, allow_text: bool = False) -> np.dtype:
+    """The numpy dtype for a ``.npy`` descr, refusing objects and non-numerics.
+
+    With ``allow_text``, fixed-width strings (``<U16``, ``|S8``) pass too.
+    """
     match = _DESCR.fullmatch(descr)
     if match is not None and match.group(2) == "O":
         raise HostileInputError(f"{where}: {_OBJECT_MESSAGE}")
+    if allow_text and match is not None and match.group(2) in "US":
+        return np.dtype(descr)
     if match is None or match.group(2) not in "biufc":
         raise UnsupportedDtypeError(
             f"{where}: unsupported dtype {descr!r}; modelconv carries only "
@@ -214,7 +224,9 @@ def descr_dtype(descr: str, where: str) -> np.dtype:
     return dtype
 
 
-def parse_npy_header(prefix: bytes, read_more: Any, where: str) -> NpyHeader:
+def parse_npy_header(
+    prefix: bytes, read_more: Any, where: str, allow_text: bool = False
+) -> NpyHeader:
     """Parse a .npy header; ``prefix`` holds its first 12 bytes (or fewer).
 
     ``read_more(n)`` returns the next ``n`` bytes after the prefix.
@@ -261,7 +273,8 @@ def parse_npy_header(prefix: bytes, read_more: Any, where: str) -> NpyHeader:
         raise InputError(f"{where}: .npy header has a bad descr or fortran_order")
     if not isinstance(shape, tuple):
         raise InputError(f"{where}: .npy header shape {shape!r} is not a tuple")
-    return NpyHeader(descr_dtype(descr, where), fortran, shape, start + length)
+    dtype = descr_dtype(descr, where, allow_text)
+    return NpyHeader(dtype, fortran, shape, start + length)
 
 
 def npy_header_bytes(dtype: np.dtype, shape: Sequence[int]) -> bytes:
@@ -400,12 +413,14 @@ def read(path: Path, options: ReadOptions) -> Model:
         raise
 
 
-def read_npy_header(archive: SafeZip, member: Member) -> NpyHeader:
+def read_npy_header(
+    archive: SafeZip, member: Member, allow_text: bool = False
+) -> NpyHeader:
     """Parse a member's .npy header and check its size against the member."""
     where = f"npz member {member.name!r}"
     with archive.open(member.name) as reader:
         prefix = reader.read(min(12, member.size))
-        header = parse_npy_header(prefix, reader.read_exact, where)
+        header = parse_npy_header(prefix, reader.read_exact, where, allow_text)
     available = member.size - header.data_offset
     if header.nbytes > available:
         raise HostileInputError(
@@ -430,13 +445,17 @@ def _array_members(archive: SafeZip) -> list[Member]:
 def _read_arrays(archive: SafeZip, resources: ExitStack) -> Model:
     tensors = []
     warnings = []
+    text: dict[str, Any] = {}
     for member in _array_members(archive):
         if not member.name.endswith(NPY_SUFFIX):
             warnings.append(
                 f"npz member {member.name!r} is not a .npy array and was skipped"
             )
             continue
-        header = read_npy_header(archive, member)
+        header = read_npy_header(archive, member, allow_text=True)
+        if header.dtype.kind in "US":
+            warnings.append(_keep_text(archive, member, header, text))
+            continue
         tensors.append(
             Tensor(
                 name=member.name[: -len(NPY_SUFFIX)],
@@ -449,11 +468,34 @@ def _read_arrays(archive: SafeZip, resources: ExitStack) -> Model:
         )
     return Model(
         tensors=tuple(tensors),
+        metadata={TEXT_KEY: text} if text else {},
         format="npz",
         flavour="arrays",
         warnings=tuple(warnings),
         resources=resources,
     )
+
+
+def _keep_text(
+    archive: SafeZip, member: Member, header: NpyHeader, text: dict[str, Any]
+) -> str:
+    """Put a small array of strings in metadata; it is not a tensor.
+
+    Returns the warning that says where it went (or that it was left out).
+    """
+    name = member.name[: -len(NPY_SUFFIX)]
+    what = f"npz member {member.name!r} holds text ({header.dtype.str})"
+    if header.nbytes > MAX_TEXT_BYTES or header.fortran_order:
+        return f"{what}, not a tensor; left out"
+    values = NpyMemberSource(archive, member, header).read()
+    if values.dtype.kind == "S":
+        values = np.char.decode(values, "latin-1")
+    text[name] = {
+        "dtype": header.dtype.str,
+        "shape": list(header.shape),
+        "values": values.tolist(),
+    }
+    return f"{what}, not a tensor; kept in metadata[{TEXT_KEY!r}]"
 
 
 def _read_header(archive: SafeZip) -> dict[str, Any]:
