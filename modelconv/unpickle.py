@@ -124,7 +124,7 @@ class LazyLatin1:
     def read(self) -> bytes:
         try:
             return self.span.read().decode("utf-8").encode("latin-1")
-        except UnicodeError as exc:
+        except (UnicodeDecodeError, UnicodeEncodeError) as exc:
             raise InputError(
                 f"array data at offset {self.span.offset} is not latin-1 text "
                 f"as numpy writes it ({exc.reason}); the pickle is damaged"
@@ -853,6 +853,9 @@ class RestrictedUnpickler:
         if not isinstance(data, (bytes, Span, LazyLatin1)):
             raise self._damaged(f"array data is a {type(data).__name__}")
         have = data_length(data)
+        if isinstance(data, LazyLatin1) and not need <= data.span.length <= 2 * need:
+            # Each latin-1 byte is one or two UTF-8 bytes in the stream.
+            have = data.span.length
         if have is not None and have != need:
             raise InputError(
                 f"array at offset {self.op_offset} declares shape {list(shape)} "

@@ -115,7 +115,7 @@ def _protocol0_score(head: bytes, size: int) -> int:
         for opcode, _arg, pos in pickletools.genops(io.BytesIO(head)):
             count += 1
             if opcode.name == "STOP":
-                return 70 if pos + 1 == size else 0
+                return 70 if (pos or 0) + 1 == size else 0
             if opcode.name in ("INST", "OBJ") and count == 1:
                 return 0
     except (ValueError, UnicodeDecodeError, OverflowError):
@@ -210,7 +210,7 @@ class _ZlibRaw(io.RawIOBase):
             self._pending = self._decoder.decompress(source, max(len(view), 1 << 16))
 
 
-def open_decompressor(handle: IO[bytes], compressor: str) -> IO[bytes]:
+def open_decompressor(handle: IO[bytes], compressor: str) -> Any:
     """A reader of the decompressed stream; each read returns bounded output."""
     if compressor == "zlib":
         return io.BufferedReader(_ZlibRaw(handle, zlib.MAX_WBITS), 1 << 16)
