@@ -435,3 +435,31 @@ def test_member_reader_any_chunking(
         z.writestr("m.bin", payload)
     with SafeZip(path) as archive, archive.open("m.bin") as reader:
         assert b"".join(reader.iter_chunks(chunk)) == payload
+
+
+class _Unseekable(io.RawIOBase):
+    """A write-only stream zipfile cannot seek: it then writes data descriptors."""
+
+    def __init__(self, sink: io.BytesIO) -> None:
+        self.sink = sink
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        return self.sink.write(data)
+
+
+def test_data_descriptor_archive_opens(tmp_path: Path) -> None:
+    sink = io.BytesIO()
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(50, dtype="<i2"))
+    with zipfile.ZipFile(_Unseekable(sink), "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("a.npy", "w") as member:
+            member.write(buffer.getvalue())
+    path = tmp_path / "dd.npz"
+    path.write_bytes(sink.getvalue())
+    assert struct.unpack_from("<H", path.read_bytes(), 6)[0] & 0x8  # descriptor
+    model = npz.read(path, ReadOptions())
+    np.testing.assert_array_equal(model.tensors[0].read(), np.arange(50))
+    model.close()
