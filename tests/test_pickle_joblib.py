@@ -530,3 +530,58 @@ def test_pickled_keras_model_converts_to_h5_with_same_predictions(
     data = np.load(io_path)
     model = keras.models.load_model(str(target), compile=False)
     assert np.array_equal(model.predict(data["x"], verbose=0), data["y"])
+
+
+def _probe(path: Path) -> Any:
+    from modelconv.formats import make_probe
+
+    return make_probe(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"hello world, this is a text file\n" * 10,
+        b'{"class_name": "Sequential"}',
+        b"(not a pickle at all)" * 20,
+        b"\x89HDF\r\n\x1a\n" + b"\0" * 100,
+        b"PK\x03\x04" + b"\0" * 100,
+        b"\x1f\x8b" + b"\0" * 100,
+        b"x\x9c" + b"\0" * 100,
+    ],
+)
+def test_sniffers_do_not_claim_other_content(content: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "file.bin"
+    path.write_bytes(content)
+    probe = _probe(path)
+    assert pickles.sniff(probe) == 0
+    assert joblibfmt.sniff(probe) == 0
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_pickles_of_every_protocol_are_detected(protocol: int, tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(pickle.dumps(DATA, protocol=protocol))
+    assert detect(path).name == "pickle"
+
+
+def test_joblib_stream_named_pkl_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "model.pkl"
+    joblib.dump(DATA, path)
+    info = detect(path)
+    assert info.name in ("pickle", "joblib")
+    with info.load().read(path, ReadOptions()) as model:
+        assert_model_matches(model, DATA)
+
+
+def test_lz4_missing_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from modelconv.errors import UnsupportedError
+
+    path = tmp_path / "a.joblib"
+    joblib.dump(DATA, path, compress=("lz4", 1))
+    monkeypatch.setitem(sys.modules, "lz4", None)
+    monkeypatch.setitem(sys.modules, "lz4.frame", None)
+    with pytest.raises(UnsupportedError, match="'lz4' package"):
+        joblibfmt.read(path, ReadOptions())
