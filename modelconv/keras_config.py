@@ -38,7 +38,10 @@ from typing import Any
 from .errors import InputError, LimitExceededError
 from .model import Architecture, Layer
 
-Shape = list  # list[int | None]
+# A shape is a list of dims (int, or None when unknown); a layer call reads
+# and writes lists of shapes, where None stands for a shape not inferable.
+Shape = list
+Shapes = list[Any]
 
 # Nested models and wrappers deeper than this are refused: real models nest a
 # handful of levels, and the walkers recurse once per level.
@@ -315,9 +318,9 @@ def _conv(
     cls: str,
     cfg: Mapping[str, Any],
     name: str,
-    inputs: list[Shape | None],
+    inputs: Shapes,
     form: int = 2,
-) -> tuple[list[_Weight], list[Shape | None] | None]:
+) -> tuple[list[_Weight], Shapes | None]:
     rank = _CONV_RANK[cls]
     first = _channels_first(cfg, name)
     kernel, strides, dilation, padding = _conv_geometry(cls, cfg, name, rank)
@@ -364,12 +367,12 @@ def _conv(
         if use_bias:
             weights.append(_w("bias", filters))
 
-    if geo is None:
+    if geo is None or x is None:
         return weights, None
     if transpose and cls == "Deconvolution2D" and cfg.get("output_shape") is not None:
         # Keras 1.2 Deconvolution2D carries its output shape, batch included.
         out = _shape(cfg["output_shape"], name, "output_shape")
-        return weights, [[x[0], *out[1:]]] if x else None
+        return weights, [[x[0], *out[1:]]]
     out_pad = _tuple(cfg, name, "output_padding", rank)
     spatial = []
     for i, size in enumerate(geo[0]):
@@ -391,9 +394,7 @@ def _pool_rank(cls: str) -> int:
     return int(cls[-2])
 
 
-def _pool(
-    cls: str, cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
-) -> list[Shape | None] | None:
+def _pool(cls: str, cfg: Mapping[str, Any], name: str, inputs: Shapes) -> Shapes | None:
     rank = _pool_rank(cls)
     first = _channels_first(cfg, name)
     pool = (
@@ -417,8 +418,8 @@ def _pool(
 
 
 def _global_pool(
-    cls: str, cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
-) -> list[Shape | None] | None:
+    cls: str, cfg: Mapping[str, Any], name: str, inputs: Shapes
+) -> Shapes | None:
     rank = _pool_rank(cls)
     first = _channels_first(cfg, name)
     geo = _spatial(inputs[0] if inputs else None, rank, first)
@@ -462,7 +463,7 @@ def _axes_size(cfg: Mapping[str, Any], name: str, x: Shape | None, default: Any)
 
 
 def _batch_norm(
-    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None], ctx: _Ctx
+    cfg: Mapping[str, Any], name: str, inputs: Shapes, ctx: _Ctx
 ) -> list[_Weight]:
     x = inputs[0] if inputs else None
     dims = _axes_size(cfg, name, x, -1)
@@ -489,9 +490,7 @@ def _batch_norm(
     return weights
 
 
-def _layer_norm(
-    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
-) -> list[_Weight]:
+def _layer_norm(cfg: Mapping[str, Any], name: str, inputs: Shapes) -> list[_Weight]:
     x = inputs[0] if inputs else None
     dims = _axes_size(cfg, name, x, -1)
     shape = tuple(dims) if dims else None
@@ -511,8 +510,8 @@ _RNN_GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3, "CuDNNLSTM": 4, "CuDNNGRU": 3
 
 
 def _rnn(
-    cls: str, cfg: Mapping[str, Any], name: str, inputs: list[Shape | None], ctx: _Ctx
-) -> tuple[list[_Weight], list[Shape | None] | None]:
+    cls: str, cfg: Mapping[str, Any], name: str, inputs: Shapes, ctx: _Ctx
+) -> tuple[list[_Weight], Shapes | None]:
     units = _get_int(cfg, name, "units", "output_dim")
     if units is None:
         raise _fail(name, "units", cfg.get("units"), "an integer")
@@ -561,7 +560,7 @@ def _rnn(
         out = [steps, batch, units] if time_major else [batch, steps, units]
     else:
         out = [batch, units]
-    outputs: list[Shape | None] = [out]
+    outputs: Shapes = [out]
     if _bool(cfg, name, "return_state", False):
         states = 2 if gates == 4 else 1
         outputs += [[batch, units] for _ in range(states)]
@@ -569,8 +568,8 @@ def _rnn(
 
 
 def _dense(
-    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None], ctx: _Ctx
-) -> tuple[list[_Weight], list[Shape | None] | None]:
+    cfg: Mapping[str, Any], name: str, inputs: Shapes, ctx: _Ctx
+) -> tuple[list[_Weight], Shapes | None]:
     units = _get_int(cfg, name, "units", "output_dim")
     if units is None:
         raise _fail(name, "units", cfg.get("units"), "an integer")
@@ -587,8 +586,8 @@ def _dense(
 
 
 def _embedding(
-    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
-) -> tuple[list[_Weight], list[Shape | None] | None]:
+    cfg: Mapping[str, Any], name: str, inputs: Shapes
+) -> tuple[list[_Weight], Shapes | None]:
     vocab = _get_int(cfg, name, "input_dim")
     width = _get_int(cfg, name, "output_dim")
     if vocab is None or width is None:
@@ -603,9 +602,7 @@ def _embedding(
     return weights, [[*x, width]]
 
 
-def _prelu(
-    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
-) -> list[_Weight]:
+def _prelu(cfg: Mapping[str, Any], name: str, inputs: Shapes) -> list[_Weight]:
     x = inputs[0] if inputs else None
     if x is None:
         return [_Weight("alpha", None)]
@@ -621,8 +618,8 @@ def _prelu(
 
 
 def _attention(
-    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
-) -> tuple[list[_Weight], list[Shape | None] | None]:
+    cfg: Mapping[str, Any], name: str, inputs: Shapes
+) -> tuple[list[_Weight], Shapes | None]:
     """MultiHeadAttention: inputs are query, value and optionally key."""
     heads = _get_int(cfg, name, "num_heads")
     key_dim = _get_int(cfg, name, "key_dim")
@@ -656,7 +653,7 @@ def _attention(
         weights.append(_w("attention_output/bias", *out_dims))
     if query is None or any(d is None for d in out_dims) and out_spec is not None:
         return weights, None
-    outputs: list[Shape | None] = [[*query[:-1], *out_dims]]
+    outputs: Shapes = [[*query[:-1], *out_dims]]
     return weights, outputs
 
 
@@ -693,7 +690,7 @@ _WEIGHTLESS |= _POOLING | _GLOBAL_POOLING
 _ELEMENTWISE = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
 
 
-def _broadcast(shapes: list[Shape | None]) -> Shape | None:
+def _broadcast(shapes: Shapes) -> Shape | None:
     if not shapes or any(s is None for s in shapes):
         return None
     rank = len(shapes[0])
@@ -714,7 +711,7 @@ def _broadcast(shapes: list[Shape | None]) -> Shape | None:
     return out
 
 
-def _concatenate(shapes: list[Shape | None], axis: int) -> Shape | None:
+def _concatenate(shapes: Shapes, axis: int) -> Shape | None:
     if not shapes or any(s is None for s in shapes):
         return None
     rank = len(shapes[0])
@@ -731,7 +728,7 @@ def _concatenate(shapes: list[Shape | None], axis: int) -> Shape | None:
     return out
 
 
-def _dot(cfg: Mapping[str, Any], name: str, shapes: list[Shape | None]) -> Shape | None:
+def _dot(cfg: Mapping[str, Any], name: str, shapes: Shapes) -> Shape | None:
     if len(shapes) != 2 or shapes[0] is None or shapes[1] is None:
         return None
     a, b = shapes
@@ -822,8 +819,8 @@ def _resample(
 
 
 def _weightless_shape(
-    cls: str, cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
-) -> list[Shape | None] | None:
+    cls: str, cfg: Mapping[str, Any], name: str, inputs: Shapes
+) -> Shapes | None:
     x = inputs[0] if inputs else None
     if cls in _SAME_SHAPE:
         return [x] if x is not None else None
@@ -876,9 +873,7 @@ def _weightless_shape(
     return None
 
 
-def _merge_k1(
-    cfg: Mapping[str, Any], name: str, inputs: list[Shape | None]
-) -> list[Shape | None] | None:
+def _merge_k1(cfg: Mapping[str, Any], name: str, inputs: Shapes) -> Shapes | None:
     """Keras 1.2 Merge: modes sum, mul, ave, max, concat (others not inferred)."""
     mode = cfg.get("mode", "sum")
     if mode in ("sum", "mul", "ave", "max"):
@@ -893,7 +888,7 @@ def _merge_k1(
     return [out] if out is not None else None
 
 
-def _lambda_shape(cfg: Mapping[str, Any], x: Shape | None) -> list[Shape | None] | None:
+def _lambda_shape(cfg: Mapping[str, Any], x: Shape | None) -> Shapes | None:
     # Keras 2 and 3 Lambda: a list output_shape excludes the batch dimension.
     spec = cfg.get("output_shape")
     if cfg.get("output_shape_type", "raw") != "raw" or x is None:
@@ -1147,15 +1142,17 @@ def _parse_one(
     cfg = _model_config(entry, f"model {cls!r}")
     if isinstance(cfg, list):
         # Keras 1.x and 2.0-2.2.4 Sequential: the config is the layer list.
-        name, layers, model_cfg = "sequential", cfg, {}
+        name, layers = "sequential", cfg
+        model_cfg: Mapping[str, Any] = {}
     else:
         model_cfg = _mapping(cfg, str(cls), "config")
         name = model_cfg.get("name", "model")
         if not isinstance(name, str):
             raise _fail(str(cls), "name", name, "a string")
-        layers = model_cfg.get("layers")
-        if not isinstance(layers, list):
-            raise _fail(name, "layers", layers, "a list of layer configs")
+        raw_layers = model_cfg.get("layers")
+        if not isinstance(raw_layers, list):
+            raise _fail(name, "layers", raw_layers, "a list of layer configs")
+        layers = raw_layers
     sequential = cls == "Sequential" or isinstance(cfg, list)
     target.name = name
     target.sequential = sequential
@@ -1298,7 +1295,7 @@ class _Result:
     """What evaluating one layer gives."""
 
     weights: list[_Weight]
-    node_outputs: list[list[Shape | None] | None]
+    node_outputs: list[Shapes | None]
     known: bool  # the class is understood (weights are exact)
 
 
@@ -1337,21 +1334,20 @@ def _first_layer_shape(spec: _Spec, form: int) -> Shape | None:
 
 def _evaluate(
     spec: _Spec,
-    inputs: list[Shape | None],
+    inputs: Shapes,
     ctx: _Ctx,
     depth: int,
     want_weights: bool,
-) -> tuple[list[_Weight], bool, list[Shape | None] | None]:
+) -> tuple[list[_Weight], bool, Shapes | None]:
     """(weights, class known, outputs) of one call of a layer."""
     ctx.spend(spec.name)
+    weights: list[_Weight] = []
     if spec.inner is not None:
         run = _run_model(spec.inner, inputs, ctx, depth + 1)
         weights = _nested_weights(spec.inner, run) if want_weights else []
         if want_weights and not _bool(spec.config, spec.name, "trainable", True):
             weights = [_Weight(w.name, w.shape, False) for w in weights]
-        weights = _legacy_order(weights)
-        return weights, True, run.outputs
-    weights: list[_Weight] = []
+        return _legacy_order(weights), True, run.outputs
     known = True
     if want_weights:
         weights, known = _layer_weights(
@@ -1410,7 +1406,7 @@ def _layer_weights(
     cls: str,
     cfg: Mapping[str, Any],
     name: str,
-    inputs: list[Shape | None],
+    inputs: Shapes,
     ctx: _Ctx,
     depth: int,
     inner: _ModelSpec | None,
@@ -1431,7 +1427,7 @@ def _class_weights(
     cls: str,
     cfg: Mapping[str, Any],
     name: str,
-    inputs: list[Shape | None],
+    inputs: Shapes,
     ctx: _Ctx,
     depth: int,
     inner: _ModelSpec | None,
@@ -1506,11 +1502,11 @@ def _layer_outputs(
     cls: str,
     cfg: Mapping[str, Any],
     name: str,
-    inputs: list[Shape | None],
+    inputs: Shapes,
     ctx: _Ctx,
     depth: int,
     inner: _ModelSpec | None,
-) -> list[Shape | None] | None:
+) -> Shapes | None:
     if inner is not None:
         return _run_model(inner, inputs, ctx, depth + 1).outputs
     if cls == "InputLayer":
@@ -1552,10 +1548,10 @@ def _layer_outputs(
 def _bidirectional_outputs(
     cfg: Mapping[str, Any],
     name: str,
-    inputs: list[Shape | None],
+    inputs: Shapes,
     ctx: _Ctx,
     depth: int,
-) -> list[Shape | None] | None:
+) -> Shapes | None:
     fcls, fcfg, _ = _wrapped(cfg, name)
     bcls, bcfg = fcls, fcfg
     if cfg.get("backward_layer") is not None:
@@ -1587,12 +1583,10 @@ def _nested_weights(inner: _ModelSpec, run: _Run) -> list[_Weight]:
 @dataclass
 class _Run:
     results: list[_Result]
-    outputs: list[Shape | None] | None
+    outputs: Shapes | None
 
 
-def _run_model(
-    model: _ModelSpec, feed: list[Shape | None] | None, ctx: _Ctx, depth: int
-) -> _Run:
+def _run_model(model: _ModelSpec, feed: Shapes | None, ctx: _Ctx, depth: int) -> _Run:
     """Evaluate every layer of a model; ``feed`` overrides its input shapes."""
     if depth > MAX_NESTING:
         raise LimitExceededError(
@@ -1610,7 +1604,7 @@ def _run_model(
 
 
 def _run_sequential(
-    model: _ModelSpec, feed: list[Shape | None] | None, ctx: _Ctx, depth: int
+    model: _ModelSpec, feed: Shapes | None, ctx: _Ctx, depth: int
 ) -> _Run:
     results: list[_Result] = []
     declared = model.input_shape
@@ -1618,7 +1612,7 @@ def _run_sequential(
         declared = _first_layer_shape(model.specs[0], ctx.form)
     if feed and feed[0] is not None:
         declared = feed[0]
-    current: list[Shape | None] = [declared or model.build_shape]
+    current: Shapes = [declared or model.build_shape]
     for spec in model.specs:
         if spec.class_name == "InputLayer":
             raise InputError(
@@ -1662,7 +1656,7 @@ def _node_index(
 
 
 def _run_functional(
-    model: _ModelSpec, feed: list[Shape | None] | None, ctx: _Ctx, depth: int
+    model: _ModelSpec, feed: Shapes | None, ctx: _Ctx, depth: int
 ) -> _Run:
     """Evaluate node by node in dependency order (Kahn's algorithm).
 
@@ -1694,7 +1688,7 @@ def _run_functional(
         if shape is not None:
             fed[ref.layer] = shape
 
-    outputs: dict[tuple[int, int], list[Shape | None] | None] = {}
+    outputs: dict[tuple[int, int], Shapes | None] = {}
     results: list[_Result | None] = [None] * len(model.specs)
     remaining = {key: len(set(need)) for key, need in deps.items()}
     ready: deque[tuple[int, int]] = deque()
@@ -1723,7 +1717,7 @@ def _run_functional(
     while ready:
         li, ni = ready.popleft()
         spec = model.specs[li]
-        shapes: list[Shape | None] = []
+        shapes: Shapes = []
         for ref, key in zip(spec.nodes[ni], deps[(li, ni)]):
             produced = outputs.get(key)
             shape = None
@@ -1752,7 +1746,7 @@ def _run_functional(
             )
         if spec.nodes:
             result.node_outputs = [outputs[(li, n)] for n in range(len(spec.nodes))]
-    out_shapes: list[Shape | None] = []
+    out_shapes: Shapes = []
     for ref in model.outputs:
         if ref.layer not in by_name:
             raise InputError(
@@ -1768,7 +1762,7 @@ def _run_functional(
     return _Run([r for r in results if r is not None], out_shapes)
 
 
-def _build_shapes(spec: _Spec) -> list[Shape | None] | None:
+def _build_shapes(spec: _Spec) -> Shapes | None:
     """Keras 3 and tf_keras record the build input shape of each layer."""
     build = spec.entry.get("build_config")
     if not isinstance(build, Mapping):
@@ -1885,7 +1879,7 @@ def layer_weight_names(layer_config: Mapping[str, Any]) -> list[str]:
         cfg = {"layers": cfg}
     if not isinstance(cfg, Mapping):
         raise _fail(cls, "config", cfg, "a mapping")
-    name = cfg.get("name") if isinstance(cfg.get("name"), str) else cls
+    name = str(cfg.get("name") or cls)
     inner = _parse_model(layer_config, ctx, 1) if _is_model(layer_config) else None
     weights, known = _layer_weights(cls, cfg, name, [], ctx, 0, inner)
     if not known:
@@ -1950,9 +1944,9 @@ def _make_layer(
     _layer_warnings(spec, result, ctx)
     weights = result.weights
     if result.known and all(w.shape is not None for w in weights):
-        params: int | None = sum(prod(w.shape) for w in weights)  # type: ignore[arg-type]
+        params: int | None = sum(prod(w.shape or ()) for w in weights)
         trainable: int | None = (
-            sum(prod(w.shape) for w in weights if w.trainable)  # type: ignore[arg-type]
+            sum(prod(w.shape or ()) for w in weights if w.trainable)
             if model_trainable
             else 0
         )
@@ -1973,7 +1967,7 @@ def _make_layer(
     )
 
 
-def _report_shape(node_outputs: list[list[Shape | None] | None]) -> Any:
+def _report_shape(node_outputs: list[Shapes | None]) -> Any:
     """One shape, a list of shapes, or None when unknown or nodes disagree."""
     if not node_outputs or node_outputs[0] is None:
         return None
@@ -1997,7 +1991,7 @@ def _layer_warnings(spec: _Spec, result: _Result, ctx: _Ctx) -> None:
             continue
         if entry.get("class_name") in ("__keras_tensor__",):
             continue
-        name = cfg.get("name") if isinstance(cfg.get("name"), str) else spec.name
+        name = str(cfg.get("name") or spec.name)
         stack.append((name, entry["class_name"], cfg, entry.get("module")))
     for name, cls, cfg, module in stack:
         if cls == "Lambda":
