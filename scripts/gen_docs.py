@@ -86,7 +86,12 @@ def render() -> str:
         "(`zsh_source` and `fish_source` for zsh and fish).",
         "",
     ]
-    context = click.Context(main, info_name="modelconv", max_content_width=88)
+    context = click.Context(
+        main,
+        info_name="modelconv",
+        max_content_width=88,
+        help_option_names=["-h", "--help"],
+    )
     lines += ["## modelconv", "", "```", main.get_help(context), "```", ""]
     for name in main.list_commands(context):
         command = main.get_command(context, name)

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
+from strategies import models
 
 from modelconv import api
 from modelconv.formats import FORMATS, FormatInfo
 from modelconv.model import Model, Role, digest
-
-from .strategies import models
 
 WRITABLE = [info for info in FORMATS if info.writable and info.capabilities.weights]
 SUFFIX = {
