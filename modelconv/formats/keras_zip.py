@@ -267,11 +267,21 @@ class _Mapper:
         self.warnings: list[str] = []
         self.datasets: dict[str, h5py.Dataset] = {}
         self.groups: dict[str, h5py.Group] = {"": h5file}
+        # Indexes, so that looking up a layer's children and datasets costs
+        # no scan of the whole file (models with thousands of layers).
+        self.children: dict[str, set[str]] = {}
+        self.below: dict[str, list[str]] = {}
         for entry in h5safe.walk(h5file):
+            parent, _, child = entry.path.rpartition("/")
+            self.children.setdefault(parent, set()).add(child)
             if entry.is_group:
                 self.groups[entry.path] = entry.obj
-            else:
-                self.datasets[entry.path] = entry.obj
+                continue
+            self.datasets[entry.path] = entry.obj
+            ancestor = entry.path
+            while "/" in ancestor:
+                ancestor = ancestor.rpartition("/")[0]
+                self.below.setdefault(ancestor, []).append(entry.path)
         self.assigned: dict[str, tuple[str, Role]] = {}
         self.order: list[str] = []
         self.used_names: set[str] = set()
@@ -295,14 +305,8 @@ class _Mapper:
     # layers
 
     def _children(self, path: str) -> list[str]:
-        prefix = f"{path}/"
-        return sorted(
-            {
-                p[len(prefix) :].split("/", 1)[0]
-                for p in self.groups
-                if p.startswith(prefix)
-            }
-        )
+        names = self.children.get(path, set())
+        return sorted(c for c in names if f"{path}/{c}" in self.groups)
 
     def _vars_name(self, path: str) -> str | None:
         group = self.groups.get(f"{path}/vars")
@@ -377,11 +381,7 @@ class _Mapper:
         """Name a layer's datasets from its known variable order, else by index."""
         below = f"{path}/"
         paths = sorted(
-            (
-                p
-                for p in self.datasets
-                if p.startswith(below) and p not in self.assigned
-            ),
+            (p for p in self.below.get(path, ()) if p not in self.assigned),
             key=lambda p: _path_key(p[len(below) :]),
         )
         if own_only:
