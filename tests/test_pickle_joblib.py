@@ -585,3 +585,21 @@ def test_lz4_missing_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "lz4.frame", None)
     with pytest.raises(UnsupportedError, match="'lz4' package"):
         joblibfmt.read(path, ReadOptions())
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("target", ["model.pkl", "model.joblib.gz"])
+def test_keras_flavour_loads_as_a_live_keras_model(
+    target: str, fixtures_dir: Path, tmp_path: Path, keras3: Any
+) -> None:
+    pytest.importorskip("modelconv.formats.keras_zip")
+    from modelconv.api import convert
+
+    source = fixture(fixtures_dir, "k3_iris_mlp.keras")
+    data = np.load(fixture(fixtures_dir, "k3_iris_mlp.io.npz"))
+    convert(source, tmp_path / target, flavour="keras")
+    with read(tmp_path / target) as model:
+        assert model.recognised == "keras-model"
+    live = joblib.load(tmp_path / target)  # our own output: trusted here
+    assert isinstance(live, keras3.Model)
+    assert np.array_equal(live.predict(data["x"], verbose=0), data["y"])

@@ -117,7 +117,7 @@ FORMATS: tuple[FormatInfo, ...] = (
         "(read without executing anything)",
         (".pkl", ".pickle", ".p"),
         ("arrays", "keras-model", "sklearn-mlp", "modelconv"),
-        ("modelconv",),
+        ("modelconv", "keras"),
         Capabilities(True, True, True, ALL_DTYPES, True, True, True, True),
     ),
     FormatInfo(
@@ -127,7 +127,7 @@ FORMATS: tuple[FormatInfo, ...] = (
         "joblib dumps, plain or compressed (zlib, gzip, bz2, lzma, xz, lz4)",
         (".joblib", ".jbl", ".z", ".gz", ".bz2", ".xz", ".lzma", ".lz4"),
         ("arrays", "keras-model", "sklearn-mlp", "modelconv"),
-        ("modelconv",),
+        ("modelconv", "keras"),
         Capabilities(True, True, True, ALL_DTYPES, True, True, True, True),
     ),
 )

@@ -12,13 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..model import Model
-from ..picklewrite import (
-    check_compress,
-    compression_for,
-    metadata_losses,
-    open_compressor,
-    write_document,
-)
+from ..picklewrite import check_compress, compression_for, open_compressor
+from . import pickles
 from .base import Loss, Probe, ReadOptions, WriteOptions
 from .pickles import compression_of, decompressed_head, pickle_score, read_model
 
@@ -49,10 +44,14 @@ def read(path: Path, options: ReadOptions) -> Model:
     return read_model(path, options, FORMAT)
 
 
+def prepare(model: Model, options: WriteOptions) -> Model:
+    return pickles.prepare(model, options)
+
+
 def losses(model: Model, options: WriteOptions) -> list[Loss]:
     if options.compress is not None:
         check_compress(options.compress)
-    return metadata_losses(model)
+    return pickles.losses(model, options)
 
 
 def write(model: Model, path: Path, options: WriteOptions) -> None:
@@ -62,9 +61,11 @@ def write(model: Model, path: Path, options: WriteOptions) -> None:
         compress = (implied, None) if implied else None
     with open(path, "wb") as out:
         if compress is None:
-            write_document(model, out, joblib_arrays=True)
+            pickles.write_stream(model, out, path, options, joblib_arrays=True)
             return
         name, level = check_compress(compress)
         with open_compressor(out, name, level) as stream:
             # joblib lets compressed arrays be read but never memory-mapped.
-            write_document(model, stream, joblib_arrays=True, allow_mmap=False)
+            pickles.write_stream(
+                model, stream, path, options, joblib_arrays=True, allow_mmap=False
+            )

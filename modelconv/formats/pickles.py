@@ -32,7 +32,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -704,15 +704,55 @@ def _span_head(span: Span, n: int) -> bytes:
 # Writing
 
 
+KERAS_FLAVOUR = "keras"
+
+
+def prepare(model: Model, options: WriteOptions) -> Model:
+    """For the Keras flavour, the model as the ``.keras`` writer prepares it."""
+    if options.flavour == KERAS_FLAVOUR:
+        from . import keras_zip_writer
+
+        return keras_zip_writer.prepare(model, options)
+    return model
+
+
 def losses(model: Model, options: WriteOptions) -> list[Loss]:
-    """Everything in the IR fits: any dtype, the architecture, metadata."""
+    """The modelconv dict carries everything; the Keras form what .keras does."""
+    if options.flavour == KERAS_FLAVOUR:
+        from . import keras_zip
+
+        return keras_zip.losses(model, options)
     from ..picklewrite import metadata_losses
 
     return metadata_losses(model)
 
 
 def write(model: Model, path: Path, options: WriteOptions) -> None:
-    from ..picklewrite import write_document
-
     with open(path, "wb") as out:
-        write_document(model, out, joblib_arrays=False)
+        write_stream(model, out, path, options, joblib_arrays=False)
+
+
+def write_stream(
+    model: Model,
+    out: IO[bytes],
+    path: Path,
+    options: WriteOptions,
+    *,
+    joblib_arrays: bool,
+    allow_mmap: bool = True,
+) -> None:
+    """The modelconv dict, or with ``--flavour keras`` a Keras 3 model pickle."""
+    from ..picklewrite import write_document, write_keras_pickle
+
+    if options.flavour != KERAS_FLAVOUR:
+        write_document(model, out, joblib_arrays=joblib_arrays, allow_mmap=allow_mmap)
+        return
+    from . import keras_zip
+
+    folder = Path(tempfile.mkdtemp(prefix=".modelconv-keras-", dir=path.parent))
+    try:
+        archive = folder / "model.keras"
+        keras_zip.write(model, archive, replace(options, flavour=None))
+        write_keras_pickle(model, archive, out)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
