@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .diff import SCHEMA, Diff, diff_models, json_value
-from .errors import ModelconvError, UsageError
+from .errors import LossyConversionError, ModelconvError, UsageError
 from .formats import FORMATS, FormatInfo, get_format
 from .formats.base import WriteOptions
 from .limits import DEFAULT_MAX_BYTES
@@ -323,7 +323,20 @@ def _predict(
         reference = _load_in_keras(keras, model, work / "predict-source.keras")
         inputs = generated_inputs(reference)
         expected = _as_list(reference(inputs, training=False))
+    except LossyConversionError as exc:
+        return PredictReport(
+            VerifyStatus.SKIPPED,
+            f"the model cannot be written as .keras without loss: {exc}",
+        )
     except Exception as exc:  # noqa: BLE001 - reported, the rest still counts
+        if "safe_mode" in str(exc):
+            # Lambda layers hold Python code; Keras refuses them in safe mode,
+            # and modelconv never turns safe mode off.
+            return PredictReport(
+                VerifyStatus.SKIPPED,
+                "Keras refuses to load this model with safe_mode=True (a Lambda "
+                "layer holds Python code), so predictions were not compared",
+            )
         return PredictReport(
             VerifyStatus.ERROR,
             f"the source model does not run in Keras: {_message(exc)}",
@@ -354,7 +367,9 @@ def _load_in_keras(keras: Any, model: Model, path: Path) -> Any:
     """Write ``model`` as .keras with modelconv, load that file in Keras."""
     from . import api
 
-    api.save(model, path, format="keras")
+    # Predictions need the architecture and weights only: optimizer and
+    # metric state are left out rather than refused.
+    api.save(model, path, format="keras", drop=("optimizer", "state"))
     return keras.saving.load_model(str(path), safe_mode=True, compile=False)
 
 

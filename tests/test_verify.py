@@ -217,3 +217,28 @@ def test_fixture_via_keras_json_loses_weights(name: str, run_cli: Any) -> None:
     (check,) = json.loads(out.stdout)["formats"]
     assert check["status"] == "lossy"
     assert any("weight" in loss for loss in check["lost"])
+
+
+@pytest.mark.keras
+def test_predict_on_a_two_input_fixture(keras3: Any) -> None:
+    _keras_writer()
+    path = FIXTURES / "k3_functional.h5"
+    if not path.exists():
+        pytest.skip("fixture k3_functional.h5 not generated")
+    result = verify_path(path, via=["npz"], predict=True)
+    assert result.predict is not None
+    assert result.predict.status is VerifyStatus.PASS, result.predict
+    assert result.exit_code == 0
+
+
+@pytest.mark.keras
+def test_predict_skips_lambda_models_in_safe_mode(keras3: Any) -> None:
+    _keras_writer()
+    path = FIXTURES / "k3_lambda.keras"
+    if not path.exists():
+        pytest.skip("fixture k3_lambda.keras not generated")
+    result = verify_path(path, via=["npz"], predict=True)
+    assert result.predict is not None
+    assert result.predict.status is VerifyStatus.SKIPPED
+    assert "safe_mode=True" in (result.predict.reason or "")
+    assert result.exit_code == 0
