@@ -657,6 +657,91 @@ def _attention(
     return weights, outputs
 
 
+def _normalization(cfg: Mapping[str, Any], name: str, inputs: Shapes) -> list[_Weight]:
+    """Keras 2.6+ and 3 Normalization: adapted mean, variance and count.
+
+    Given ``mean`` and ``variance`` in the config, it holds no weights;
+    otherwise three non-trainable ones (Keras 3 normalization.py build).
+    """
+    if cfg.get("mean") is not None:
+        return []
+    x = inputs[0] if inputs else None
+    axis = cfg.get("axis", -1)
+    axes = [] if axis is None else axis if isinstance(axis, (list, tuple)) else [axis]
+    keep = _reduce_axes(axes, x, name, "axis") if axes else []
+    if keep is None or x is None:
+        shape = None
+    else:
+        dims = [x[a] for a in sorted(keep)]
+        shape = None if None in dims else tuple(dims)
+    return [
+        _Weight("mean", shape, False),
+        _Weight("variance", shape, False),
+        _Weight("count", (), False),
+    ]
+
+
+def _dot_attention(
+    cls: str, cfg: Mapping[str, Any], name: str, inputs: Shapes
+) -> tuple[list[_Weight], Shapes | None]:
+    """Attention (scalar scale) and AdditiveAttention (scale per feature)."""
+    query = inputs[0] if inputs else None
+    value = inputs[1] if len(inputs) > 1 else None
+    weights = []
+    if cls == "AdditiveAttention":
+        if _bool(cfg, name, "use_scale", True):
+            weights.append(_w("scale", _dim(query, -1)))
+    else:
+        if _bool(cfg, name, "use_scale", False):
+            weights.append(_Weight("scale", ()))
+        if cfg.get("score_mode", "dot") == "concat":
+            weights.append(_Weight("concat_score_weight", ()))
+    if query is None or value is None:
+        return weights, None
+    return weights, [[*query[:-1], value[-1]]]
+
+
+def _conv_lstm(
+    cls: str, cfg: Mapping[str, Any], name: str, inputs: Shapes
+) -> tuple[list[_Weight], Shapes | None]:
+    """ConvLSTM1D/2D/3D: kernel, recurrent_kernel and bias of four gates."""
+    rank = int(cls[-2])
+    first = _channels_first(cfg, name)
+    filters = _get_int(cfg, name, "filters")
+    if filters is None:
+        raise _fail(name, "filters", None, "an integer")
+    kernel, strides, dilation, padding = _conv_geometry(cls, cfg, name, rank)
+    x = inputs[0] if inputs else None
+    step = [x[0], *x[2:]] if x is not None and len(x) == rank + 3 else None
+    geo = _spatial(step, rank, first)
+    cin = geo[1] if geo else None
+    weights = [
+        _w("kernel", *kernel, cin, 4 * filters),
+        _w("recurrent_kernel", *kernel, filters, 4 * filters),
+    ]
+    if _bool(cfg, name, "use_bias", True):
+        weights.append(_w("bias", 4 * filters))
+    if geo is None or x is None:
+        return weights, None
+    spatial = [
+        _conv_length(size, kernel[i], strides[i], padding, dilation[i])
+        for i, size in enumerate(geo[0])
+    ]
+    state = _assemble(x[0], spatial, filters, first)
+    out = (
+        [state[0], x[1], *state[1:]]
+        if _bool(cfg, name, "return_sequences", False)
+        else state
+    )
+    outputs: Shapes = [out]
+    if _bool(cfg, name, "return_state", False):
+        outputs += [list(state), list(state)]
+    return weights, outputs
+
+
+_CONV_LSTM = {"ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"}
+
+
 # Layers that never hold weights and keep their input's shape.
 _SAME_SHAPE = {
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
@@ -664,7 +749,7 @@ _SAME_SHAPE = {
     "LeakyReLU", "ELU", "Softmax", "ThresholdedReLU", "Masking",
     "ActivityRegularization", "Identity", "Rescaling", "UnitNormalization",
     "RandomFlip", "RandomRotation", "RandomContrast", "RandomTranslation",
-    "RandomZoom", "RandomBrightness", "Normalization_weightless",
+    "RandomZoom", "RandomBrightness",
 }  # fmt: skip
 
 # Layers that never hold weights whose output shape is computed below or not
@@ -686,6 +771,12 @@ _POOLING = {
 }
 _GLOBAL_POOLING = {f"Global{name}" for name in _POOLING}
 _WEIGHTLESS |= _POOLING | _GLOBAL_POOLING
+
+# Layers with weights whose output has their input's shape.
+_SAME_SHAPE_WEIGHTED = {
+    "BatchNormalization", "LayerNormalization", "GroupNormalization", "PReLU",
+    "Normalization",
+}  # fmt: skip
 
 _ELEMENTWISE = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
 
@@ -1463,6 +1554,12 @@ def _class_weights(
         return _prelu(cfg, name, inputs), True
     if cls == "MultiHeadAttention":
         return _attention(cfg, name, inputs)[0], True
+    if cls in ("Attention", "AdditiveAttention"):
+        return _dot_attention(cls, cfg, name, inputs)[0], True
+    if cls in _CONV_LSTM:
+        return _conv_lstm(cls, cfg, name, inputs)[0], True
+    if cls == "Normalization":
+        return _normalization(cfg, name, inputs), True
     if cls == "Bidirectional":
         forward, backward = _bidirectional_names(cfg, name)
         fcls, fcfg, _ = _wrapped(cfg, name)
@@ -1517,17 +1614,16 @@ def _layer_outputs(
         return _dense(cfg, name, inputs, ctx)[1]
     if cls in _CONV_RANK:
         return _conv(cls, cfg, name, inputs)[1]
-    if cls in (
-        "BatchNormalization",
-        "LayerNormalization",
-        "GroupNormalization",
-        "PReLU",
-    ):
+    if cls in _SAME_SHAPE_WEIGHTED:
         return [inputs[0]] if inputs and inputs[0] is not None else None
     if cls == "Embedding":
         return _embedding(cfg, name, inputs)[1]
     if cls == "MultiHeadAttention":
         return _attention(cfg, name, inputs)[1]
+    if cls in ("Attention", "AdditiveAttention"):
+        return _dot_attention(cls, cfg, name, inputs)[1]
+    if cls in _CONV_LSTM:
+        return _conv_lstm(cls, cfg, name, inputs)[1]
     if cls in _RNN_GATES:
         return _rnn(cls, cfg, name, inputs, ctx)[1]
     if cls == "Bidirectional":

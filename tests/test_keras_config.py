@@ -183,7 +183,36 @@ def _attention(k: Any) -> Any:
     return k.Model([q, v], b)
 
 
+def _more_layers(k: Any) -> Any:
+    L = k.layers
+    frames = k.Input((4, 10, 9, 2), name="frames")
+    x = L.ConvLSTM2D(3, 3, strides=2, padding="same", return_sequences=True)(frames)
+    y, h, c = L.ConvLSTM2D(2, (3, 2), return_state=True, name="cl_state")(x)
+    seq = k.Input((7, 6), name="seq")
+    n = L.Normalization(axis=-1)(seq)
+    fixed = L.Normalization(mean=0.5, variance=2.0, name="fixed")(seq)
+    a = L.Attention(use_scale=True, score_mode="concat")([n, fixed])
+    b = L.AdditiveAttention()([a, n])
+    g = L.GroupNormalization(groups=2)(b)
+    return k.Model([frames, seq], [y, h, c, g])
+
+
+def _shared_and_states(k: Any) -> Any:
+    """A layer shared across input ranks; Bidirectional returning states."""
+    L = k.layers
+    flat = k.Input((4,), name="flat")
+    seq = k.Input((3, 4), name="seq")
+    shared = L.Dense(2, name="shared_rank")
+    one, many = shared(flat), shared(seq)
+    out, *states = L.Bidirectional(L.LSTM(3, return_state=True), name="bi_state")(
+        L.Concatenate(axis=-1)([many, seq])
+    )
+    return k.Model([flat, seq], [one, out, *states])
+
+
 BUILDERS: dict[str, Callable[[Any], Any]] = {
+    "shared_and_states": _shared_and_states,
+    "more_layers": _more_layers,
     "attention": _attention,
     "mlp": _mlp,
     "conv2d": _conv2d,
@@ -227,7 +256,7 @@ def _keras_shape(layer: Any, keras3: bool) -> Any:
     return list(shape)
 
 
-_CELL = re.compile(r"^(lstm|gru|simple_rnn)_cell(_\d+)?$")
+_CELL = re.compile(r"^(lstm|gru|simple_rnn|conv_lstm(\dd)?)_cell(_\d+)?$")
 
 
 def _canonical(name: str) -> str:
@@ -237,6 +266,7 @@ def _canonical(name: str) -> str:
 
 
 def _check_against_keras(model: Any, keras3: bool) -> Architecture:
+    """Totals, per-layer counts, shapes and weight names equal Keras's."""
     config = json.loads(model.to_json())
     arch = build_architecture(config)
     assert arch.form == (3 if keras3 else 2)
@@ -282,6 +312,22 @@ def tf_keras_models(tf_keras: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_keras3_models_match_keras(keras3_models: dict[str, Any], name: str) -> None:
     _check_against_keras(keras3_models[name], keras3=True)
+
+
+@pytest.mark.keras
+def test_shared_layer_with_different_shapes_reports_none(
+    keras3_models: dict[str, Any],
+) -> None:
+    model = keras3_models["shared_and_states"]
+    arch = build_architecture(json.loads(model.to_json()))
+    shared = arch.layer("shared_rank")
+    assert shared is not None
+    assert shared.inbound == ("flat", "seq")
+    assert shared.output_shape is None  # [None, 2] then [None, 3, 2]
+    assert shared.params == 10
+    bi = arch.layer("bi_state")
+    assert bi is not None
+    assert bi.output_shape == [[None, 6], [None, 3], [None, 3], [None, 3], [None, 3]]
 
 
 @pytest.mark.keras
