@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import dtypes
+from .limits import DEFAULT_MAX_BYTES
 from .model import Architecture, Model, Role, Tensor
 
 # Comparison works on chunks of this many bytes per side. Each chunk is
@@ -309,9 +310,9 @@ def diff_paths(
     """
     from . import api
 
-    limits = {} if max_bytes is None else {"max_bytes": max_bytes}
-    with api.load(Path(path_a), format=format_a, **limits) as model_a:
-        with api.load(Path(path_b), format=format_b, **limits) as model_b:
+    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    with api.load(Path(path_a), format=format_a, max_bytes=limit) as model_a:
+        with api.load(Path(path_b), format=format_b, max_bytes=limit) as model_b:
             if progress_factory is not None:
                 with_optimizer = options.get("optimizer", False)
                 total = sum(
@@ -519,7 +520,7 @@ def normalise_config(
 
 # Keras 2.0-2.2 serialise the named initialisers as VarianceScaling with
 # these arguments; Keras >= 2.3 and Keras 3 write the names.
-_VARIANCE_SCALING_NAMES = {
+_VARIANCE_SCALING_NAMES: dict[tuple[float, Any, Any], str] = {
     (1.0, "fan_avg", "uniform"): "GlorotUniform",
     (1.0, "fan_avg", "normal"): "GlorotNormal",
     (1.0, "fan_avg", "truncated_normal"): "GlorotNormal",
@@ -577,8 +578,9 @@ def _layers_from_config(config: Any) -> list[Any]:
     for entry in entries:
         if not isinstance(entry, Mapping):
             continue
-        layer_config = (
-            entry.get("config") if isinstance(entry.get("config"), Mapping) else {}
+        raw_config = entry.get("config")
+        layer_config: Mapping[str, Any] = (
+            raw_config if isinstance(raw_config, Mapping) else {}
         )
         name = str(entry.get("name") or layer_config.get("name") or "")
         if "inbound_nodes" in entry:
