@@ -1438,7 +1438,8 @@ def _evaluate(
         weights = _nested_weights(spec.inner, run) if want_weights else []
         if want_weights and not _bool(spec.config, spec.name, "trainable", True):
             weights = [_Weight(w.name, w.shape, False) for w in weights]
-        return _legacy_order(weights), True, run.outputs
+        known = all(result.known for result in run.results)
+        return _legacy_order(weights), known, run.outputs
     known = True
     if want_weights:
         weights, known = _layer_weights(
@@ -1525,7 +1526,8 @@ def _class_weights(
 ) -> tuple[list[_Weight], bool]:
     if inner is not None:
         run = _run_model(inner, inputs, ctx, depth + 1)
-        return _nested_weights(inner, run), True
+        known = all(result.known for result in run.results)
+        return _nested_weights(inner, run), known
     if cls in _WEIGHTLESS:
         return [], True
     if cls == "Dense":
@@ -1583,6 +1585,10 @@ def _class_weights(
             # name: time_distributed/dense/kernel; tf_keras does not.
             weights = [w.prefixed(_inner_name(icfg, name, "layer")) for w in weights]
         return weights, known
+    ctx.warn(
+        f"layer {name!r} has class {cls!r}, unknown to modelconv: its "
+        "parameters and output shape are not computed"
+    )
     return [_Weight("?", None)], False
 
 
@@ -2095,12 +2101,7 @@ def _layer_warnings(spec: _Spec, result: _Result, ctx: _Ctx) -> None:
         message = _module_warning(module, name, cls)
         if message:
             ctx.warn(message)
-    if not result.known:
-        ctx.warn(
-            f"layer {spec.name!r} has class {spec.class_name!r}, unknown to "
-            "modelconv: its parameters and output shape are not computed"
-        )
-    elif result.weights and any(w.shape is None for w in result.weights):
+    if result.known and result.weights and any(w.shape is None for w in result.weights):
         ctx.warn(
             f"layer {spec.name!r} ({spec.class_name}): parameter count unknown "
             "because an input dimension it needs is unknown"

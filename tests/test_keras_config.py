@@ -1016,3 +1016,29 @@ def test_fixture_configs_match_their_manifest(fixtures_dir: Any, entry: Any) -> 
         assert list(ours.tensor_names) == names, fact["name"]
     if entry["model"] == "lambda":
         assert any("bytecode" in w for w in arch.warnings)
+
+
+def test_unknown_class_inside_nested_model_is_named() -> None:
+    inner = {
+        "class_name": "Sequential",
+        "name": "inner",
+        "config": {"name": "inner", "layers": [
+            {"class_name": "InputLayer", "config": {"name": "ii",
+             "batch_input_shape": [None, 4]}},
+            {"class_name": "Dense", "config": {"name": "d", "units": 2}},
+            {"class_name": "Sparkle", "config": {"name": "sp"}},
+        ]},
+        "inbound_nodes": [[["in", 0, 0, {}]]],
+    }  # fmt: skip
+    config = _k2_model(
+        _k2_layer("InputLayer", "in", batch_input_shape=[None, 4]),
+        inner,
+        inputs=["in"],
+        outputs=["inner"],
+    )
+    arch = build_architecture(config)
+    layer = arch.layer("inner")
+    assert layer is not None
+    assert layer.params is None and layer.tensor_names == ()
+    assert any("'sp'" in w and "'Sparkle'" in w for w in arch.warnings)
+    assert not any("'inner'" in w and "unknown to" in w for w in arch.warnings)
