@@ -415,3 +415,45 @@ def test_huge_attribute_declaration_is_refused(
         h5["w"] = np.ones(1)
     with pytest.raises(LimitExceededError, match="attribute 'big'"):
         read_all(path)
+
+
+def _zero_free_space_in_global_heap(path: Path) -> None:
+    """Set the size of a global heap's free-space object (index 0) to 0."""
+    data = bytearray(path.read_bytes())
+    start = data.find(b"GCOL")
+    assert start >= 0, "h5py stores variable-length strings in a global heap"
+    end = start + int.from_bytes(data[start + 8 : start + 16], "little")
+    pos = start + 16
+    while pos + 16 <= end:
+        index = int.from_bytes(data[pos : pos + 2], "little")
+        size = int.from_bytes(data[pos + 8 : pos + 16], "little")
+        if index == 0:
+            data[pos + 8 : pos + 16] = bytes(8)
+            path.write_bytes(bytes(data))
+            return
+        pos += 16 + (size + 7) // 8 * 8
+    raise AssertionError("no free-space object in the global heap")
+
+
+def test_global_heap_that_would_hang_libhdf5_is_refused(tmp_path: Path) -> None:
+    # libhdf5 1.14 loops forever on a free-space object of size 0 when it
+    # reads a variable-length string; found by fuzzing a tf_keras file.
+    path = tmp_path / "heap.h5"
+    with _keras_file(path, []) as h5:
+        h5.attrs["training_config"] = "{}"
+    _zero_free_space_in_global_heap(path)
+    with pytest.raises(HostileInputError, match="global heap"):
+        read_all(path)
+
+
+def test_variable_length_sequence_attribute_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "vlen.h5"
+    with h5py.File(path, "w") as h5:
+        ragged = np.empty(1, dtype=object)
+        ragged[0] = np.arange(3, dtype="i4")
+        h5.attrs.create("odd", data=ragged, dtype=h5py.vlen_dtype("i4"))
+        h5["w"] = np.ones(2)
+    # Never read (a damaged one can crash libhdf5); noted in the metadata.
+    with hdf5.read(path, ReadOptions()) as model:
+        assert model.metadata["attributes"]["odd"].startswith("<unreadable")
+        assert "class" in model.metadata["attributes"]["odd"]

@@ -23,6 +23,8 @@ filter ids before reading means a plugin is never needed, so never loaded.
 from __future__ import annotations
 
 import math
+import mmap
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,11 @@ BUILTIN_FILTERS = {
 MAX_ATTRIBUTE_BYTES = MAX_JSON_DOCUMENT_BYTES
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+# Attribute types read at all: numbers, text, and enums (h5py's bool).
+_ATTRIBUTE_CLASSES = frozenset(
+    {h5py.h5t.INTEGER, h5py.h5t.FLOAT, h5py.h5t.STRING, h5py.h5t.ENUM}
+)
 
 # Errors h5py and HDF5 raise on damaged files. Caught at every boundary and
 # turned into InputError with the path and the HDF5 message.
@@ -262,11 +269,22 @@ def read_attr(obj: h5py.HLObject, name: str) -> Any:
             return None
         aid = obj.attrs.get_id(name)
         shape = aid.shape
-        itemsize = aid.get_type().get_size()
+        h5type = aid.get_type()
+        itemsize = h5type.get_size()
+        cls = h5type.get_class()
     except H5_ERRORS as exc:
         raise InputError(
             f"attribute {name!r} of {obj.name!r} cannot be read ({_reason(exc)})"
         ) from exc
+    if cls not in _ATTRIBUTE_CLASSES:
+        # Variable-length sequences, references and opaque data are never
+        # written by Keras, and reading a damaged one can crash libhdf5.
+        raise InputError(
+            f"attribute {name!r} of {obj.name!r} has an HDF5 type of class "
+            f"{cls}, not text or numbers; the file is damaged or not a model"
+        )
+    if cls == h5py.h5t.STRING and h5type.is_variable_str():
+        check_global_heaps(obj.file)
     declared = math.prod(shape or ()) * max(1, int(itemsize))
     if declared > MAX_ATTRIBUTE_BYTES:
         raise LimitExceededError(
@@ -280,6 +298,68 @@ def read_attr(obj: h5py.HLObject, name: str) -> Any:
             f"attribute {name!r} of {obj.name!r} cannot be read ({_reason(exc)}); "
             "its type may be unsupported or the file damaged"
         ) from exc
+
+
+# Files whose global heaps were checked: (path, size, mtime) -> None.
+_CHECKED_HEAPS: dict[tuple[str, int, int], None] = {}
+
+
+def check_global_heaps(h5: h5py.File) -> None:
+    """Refuse a file whose global heap collections are inconsistent.
+
+    Variable-length strings (every attribute Keras writes with h5py 3) live
+    in global heap collections. libhdf5 1.14 walks a collection's objects
+    without checking that each step advances and stays inside it: a free
+    object of size 0 makes it loop forever, a huge size makes it read wild
+    memory. So before the first variable-length read, each collection in the
+    file (found by its "GCOL" signature) is walked here with those checks.
+    """
+    path = h5.filename
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise InputError(f"cannot stat {path!r}: {exc.strerror}") from exc
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key in _CHECKED_HEAPS:
+        return
+    try:
+        sizeof_size = int(h5.id.get_create_plist().get_sizes()[1])
+    except H5_ERRORS:
+        sizeof_size = 8
+    with open(path, "rb") as handle:
+        if stat.st_size == 0:
+            return
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            start = data.find(b"GCOL")
+            while start >= 0:
+                _check_collection(data, start, sizeof_size, path)
+                start = data.find(b"GCOL", start + 4)
+    _CHECKED_HEAPS[key] = None
+
+
+def _check_collection(data: mmap.mmap, start: int, sizeof_size: int, path: str) -> None:
+    header = 8 + sizeof_size  # signature, version, 3 reserved, collection size
+    object_header = 8 + sizeof_size  # index, refcount, 4 reserved, size
+    if start + header > len(data) or data[start + 4] != 1:
+        return  # not a collection header (version 1 is the only one)
+    size = int.from_bytes(data[start + 8 : start + header], "little")
+    if size < header + object_header or start + size > len(data):
+        return  # implausible: GCOL inside raw data, not a heap
+    end = start + size
+    pos = start + header
+    while pos < end:
+        if pos + object_header > end:
+            break  # a tail too small for an object is free space
+        index = int.from_bytes(data[pos : pos + 2], "little")
+        length = int.from_bytes(data[pos + 8 : pos + object_header], "little")
+        need = length if index == 0 else object_header + (length + 7) // 8 * 8
+        if need <= 0 or pos + need > end:
+            raise HostileInputError(
+                f"{path!r}: HDF5 global heap at byte {start} has an object of "
+                f"size {length} at byte {pos} that does not fit its collection; "
+                "libhdf5 would loop or read outside it, so the file is refused"
+            )
+        pos += need
 
 
 def as_text(value: Any, what: str) -> str:
