@@ -1183,6 +1183,9 @@ def _io_refs(value: Any, model: str, key: str) -> list[_Ref]:
     """input_layers / output_layers: [[name, node, tensor], ...] or one triple."""
     if value is None:
         return []
+    if isinstance(value, Mapping):
+        # Keras 3 writes dict inputs and outputs as {key: [layer, node, tensor]}.
+        value = list(value.values())
     if not isinstance(value, list):
         raise _fail(model, key, value, "a list of [layer, node, tensor]")
     if len(value) == 3 and isinstance(value[0], str):

@@ -639,7 +639,9 @@ def test_unknown_input_dim_gives_none_never_a_guess() -> None:
     assert any("'a'" in w and "unknown" in w for w in arch.warnings)
 
 
-def test_keras3_build_config_and_recorded_shapes_fill_gaps() -> None:
+def _k3_config() -> dict[str, Any]:
+    """A Keras 3 functional config with a custom class in the middle."""
+
     def tensor(src: str, shape: list[Any]) -> dict[str, Any]:
         return {
             "class_name": "__keras_tensor__",
@@ -650,7 +652,7 @@ def test_keras3_build_config_and_recorded_shapes_fill_gaps() -> None:
             },
         }
 
-    config = {
+    return {
         "module": "keras.src.models.functional",
         "class_name": "Functional",
         "config": {
@@ -671,6 +673,10 @@ def test_keras3_build_config_and_recorded_shapes_fill_gaps() -> None:
             "output_layers": [["d", 0, 0]],
         },
     }  # fmt: skip
+
+
+def test_keras3_build_config_and_recorded_shapes_fill_gaps() -> None:
+    config = _k3_config()
     arch = build_architecture(config)
     assert arch.form == 3
     mystery, dense = arch.layers[1], arch.layers[2]
@@ -924,6 +930,7 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 _SEEDS = [
     _simple_k2(),
+    _k3_config(),
     {"class_name": "Sequential", "config": [_k1_dense("d", 2, input_dim=3)]},
     MALFORMED["units a string"][0],
 ]
@@ -1042,3 +1049,15 @@ def test_unknown_class_inside_nested_model_is_named() -> None:
     assert layer.params is None and layer.tensor_names == ()
     assert any("'sp'" in w and "'Sparkle'" in w for w in arch.warnings)
     assert not any("'inner'" in w and "unknown to" in w for w in arch.warnings)
+
+
+@pytest.mark.keras
+def test_keras3_dict_inputs_and_outputs(keras3: Any) -> None:
+    L = keras3.layers
+    a = keras3.Input((4,), name="x")
+    b = keras3.Input((3,), name="y")
+    out = {"o1": L.Dense(2)(a), "o2": L.Dense(5)(L.Concatenate()([a, b]))}
+    model = keras3.Model({"x": a, "y": b}, out)
+    config = json.loads(model.to_json())
+    assert isinstance(config["config"]["output_layers"], dict)
+    _check_against_keras(model, keras3=True)
