@@ -2,9 +2,9 @@
 
 An archive holds ``metadata.json`` (``keras_version``, ``date_saved``),
 ``config.json`` (the model config, plus ``compile_config`` when compiled)
-and ``model.weights.h5``. Keras stores members uncompressed, so the HDF5
-file is opened in place through a byte-range view of the archive; a
-compressed member is copied, capped, to a temporary file first.
+and ``model.weights.h5``. The HDF5 member is copied, capped at its declared
+size and CRC-checked, to a temporary file that h5safe then opens with all
+its guards (see ``_open_weights`` for why not in place).
 
 Inside ``model.weights.h5`` every saveable object is a group holding its own
 variables in ``vars/0``, ``vars/1``... and its children below: the model's
@@ -172,22 +172,21 @@ def _read(archive: SafeZip, options: ReadOptions, resources: ExitStack) -> Model
 
 
 def _open_weights(archive: SafeZip, resources: ExitStack) -> h5py.File:
-    """The weights HDF5 file, in place when stored, else via a capped copy."""
-    member = archive.member(WEIGHTS_MEMBER)
-    if member.stored:
-        handle: Any = archive.slice(WEIGHTS_MEMBER)
-    else:
-        handle = resources.enter_context(tempfile.TemporaryFile())
-        with archive.open(WEIGHTS_MEMBER) as reader:
-            shutil.copyfileobj(reader, handle, 1024 * 1024)
-        handle.seek(0)
-    try:
-        h5file = h5py.File(handle, "r")
-    except h5safe.H5_ERRORS as exc:
-        raise InputError(
-            f"{WEIGHTS_MEMBER} in {archive.path.name!r} is not a readable HDF5 "
-            f"file ({exc}); the archive is damaged"
-        ) from exc
+    """The weights HDF5 file, from a capped, CRC-checked copy of the member.
+
+    Limitation: the member is copied to a temporary file rather than read in
+    place through ``SafeZip.slice``, because h5safe's global-heap check (run
+    before libhdf5 reads any variable-length string) needs a real file. The
+    copy streams in 1 MiB pieces, so memory stays flat; it costs disk time
+    proportional to the weights until h5safe can check a byte range.
+    """
+    folder = Path(
+        resources.enter_context(tempfile.TemporaryDirectory(prefix="modelconv-"))
+    )
+    copy = folder / WEIGHTS_MEMBER
+    with archive.open(WEIGHTS_MEMBER) as reader, copy.open("wb") as out:
+        shutil.copyfileobj(reader, out, 1024 * 1024)
+    h5file = h5safe.open_file(copy)
     resources.callback(h5file.close)
     return h5file
 
