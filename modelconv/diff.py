@@ -10,8 +10,12 @@ compared chunk by chunk so that memory follows the chunk size, not the model.
 from __future__ import annotations
 
 import math
+import os
 import re
+import sys
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -294,8 +298,8 @@ def diff_models(
 
 
 def diff_paths(
-    path_a: str | Path,
-    path_b: str | Path,
+    path_a: str | os.PathLike[str] | Model,
+    path_b: str | os.PathLike[str] | Model,
     *,
     format_a: str | None = None,
     format_b: str | None = None,
@@ -303,35 +307,46 @@ def diff_paths(
     progress_factory: Callable[[int], Callable[[int], None] | None] | None = None,
     **options: Any,
 ) -> Diff:
-    """Load two files and compare them; see ``diff_models`` for the options.
+    """Load two files (or take two Models) and compare them.
 
+    This is ``modelconv.diff``; see ``diff_models`` for the options.
     ``progress_factory``, when given, is called once with the number of bytes
     to compare and may return the ``progress`` callback for ``diff_models``.
     """
-    from . import api
-
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-    with api.load(Path(path_a), format=format_a, max_bytes=limit) as model_a:
-        with api.load(Path(path_b), format=format_b, max_bytes=limit) as model_b:
-            if progress_factory is not None:
-                with_optimizer = options.get("optimizer", False)
-                total = sum(
-                    t.nbytes
-                    for t in model_a.tensors
-                    if with_optimizer or t.role is not Role.OPTIMIZER
-                )
-                options["progress"] = progress_factory(total)
-            result = diff_models(model_a, model_b, **options)
+    with ExitStack() as stack:
+        model_a = stack.enter_context(_opened(path_a, format_a, limit))
+        model_b = stack.enter_context(_opened(path_b, format_b, limit))
+        if progress_factory is not None:
+            with_optimizer = options.get("optimizer", False)
+            total = sum(
+                t.nbytes
+                for t in model_a.tensors
+                if with_optimizer or t.role is not Role.OPTIMIZER
+            )
+            options["progress"] = progress_factory(total)
+        result = diff_models(model_a, model_b, **options)
     return Diff(
         architecture=result.architecture,
         tensors=result.tensors,
         metadata=result.metadata,
         options=result.options,
-        a=str(path_a),
-        b=str(path_b),
+        a=None if isinstance(path_a, Model) else str(path_a),
+        b=None if isinstance(path_b, Model) else str(path_b),
         source_a=result.source_a,
         source_b=result.source_b,
     )
+
+
+def _opened(
+    source: str | os.PathLike[str] | Model, fmt: str | None, max_bytes: int
+) -> AbstractContextManager[Model]:
+    """A loaded file, closed afterwards; a Model given is left open."""
+    if isinstance(source, Model):
+        return nullcontext(source)
+    from . import api
+
+    return api.load(Path(source), format=fmt, max_bytes=max_bytes)
 
 
 def _source_facts(model: Model) -> dict[str, Any]:
@@ -1296,3 +1311,18 @@ def _ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     # float64 arithmetic: int64 differences of far-apart floats can overflow.
     return np.abs(line(a).astype(np.float64) - line(b).astype(np.float64))
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as ``modelconv.diff(a, b, ...)``.
+
+    ``modelconv.diff`` is the public function, but once this submodule is
+    imported Python binds the package attribute ``diff`` to the module itself;
+    making the module callable keeps ``modelconv.diff(a, b)`` working either way.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Diff:
+        return diff_paths(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

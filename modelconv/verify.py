@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import tempfile
+import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -441,3 +443,13 @@ def _as_list(outputs: Any) -> list[np.ndarray]:
 def _message(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}"
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as ``modelconv.verify(path, ...)`` (see diff.py)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Verify:
+        return verify_path(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -780,3 +780,11 @@ def test_keras1_and_keras2_serialisations_of_one_mlp_are_equal() -> None:
     assert [(c.path, c.a, c.b) for c in changed] == [
         ("/layers/dense_2/config/units", 3, 4)
     ]
+
+
+def test_public_api_takes_paths_or_models(saved: dict[str, Path]) -> None:
+    import modelconv
+
+    model = mlp(keras3_mlp())
+    assert modelconv.diff(model, saved["a"]).identical
+    assert modelconv.diff(saved["a"], saved["tanh"], atol=1).exit_code == 1

@@ -242,3 +242,17 @@ def test_predict_skips_lambda_models_in_safe_mode(keras3: Any) -> None:
     assert result.predict.status is VerifyStatus.SKIPPED
     assert "safe_mode=True" in (result.predict.reason or "")
     assert result.exit_code == 0
+
+
+def test_cli_help(run_cli: Any) -> None:
+    out = run_cli("verify", "--help")
+    assert out.exit_code == 0
+    for option in ("--via", "--predict", "--weights", "--json"):
+        assert option in out.stdout
+
+
+def test_public_api(npz_model: Path) -> None:
+    import modelconv
+    import modelconv.verify  # binds the package attribute to the module
+
+    assert modelconv.verify(npz_model, via=["json"]).exit_code == 0
