@@ -661,8 +661,92 @@ def to_keras3(
     return entry, run.applied
 
 
+def _skips_first_node(entry: Mapping[str, Any]) -> bool:
+    """True for a nested model that tf.keras numbers from node 1.
+
+    A Functional model, or a Sequential built on an input, starts life with a
+    node linking its own inputs to its outputs; tf.keras >= 2.4 keeps that
+    node's index when it numbers the model's calls inside another model
+    (``_should_skip_first_node`` in tf_keras 2.21 ``engine/functional.py``),
+    where Keras 3 numbers the calls from 0.
+    """
+    cls = entry.get("class_name")
+    if cls in ("Functional", "Model"):
+        return True
+    if cls != "Sequential":
+        return False
+    config = entry.get("config")
+    layers = config if isinstance(config, list) else (config or {}).get("layers")
+    if not layers or not isinstance(layers[0], Mapping):
+        return False
+    first = layers[0]
+    if first.get("class_name") == "InputLayer":
+        return True
+    return _first_batch_shape(first.get("config") or {}) is not None
+
+
+def _shift_nested_refs(entry: Entry, delta: int) -> bool:
+    """Add ``delta`` to the node index of every Keras 2 reference to a nested
+    model that skips its first node; True when something changed."""
+    config = entry.get("config")
+    if not isinstance(config, dict):
+        return False
+    layers = config.get("layers") or []
+    skip = {
+        (layer.get("config") or {}).get("name") or layer.get("name")
+        for layer in layers
+        if isinstance(layer, Mapping) and _skips_first_node(layer)
+    }
+    refs: list[list[Any]] = []
+    for layer in layers:
+        for node in layer.get("inbound_nodes") or []:
+            if isinstance(node, list):
+                refs.extend(r for r in node if isinstance(r, list))
+    for key in ("input_layers", "output_layers"):
+        value = config.get(key)
+        if isinstance(value, list) and value and isinstance(value[0], list):
+            refs.extend(value)
+        elif isinstance(value, list) and len(value) == 3:
+            refs.append(value)
+    changed = False
+    for ref in refs:
+        if len(ref) >= 3 and ref[0] in skip and isinstance(ref[1], int):
+            if ref[1] + delta < 0:
+                raise UnsupportedError(
+                    f"a reference to node {ref[1]} of nested model {ref[0]!r} "
+                    "points at the model's own construction node; the config "
+                    "is inconsistent and cannot be migrated"
+                )
+            ref[1] += delta
+            changed = True
+    return changed
+
+
+def nested_model_node_index(model_entry: Entry, run: _Run) -> None:
+    """References to nested models' calls renumbered from 0.
+
+    Bridges tf.keras >= 2.4 / tf_keras (which number a nested model's calls
+    from 1, see ``_skips_first_node``) to Keras 3 (from 0).
+    """
+    if run.form == 2 and model_entry.get("class_name") == "Functional":
+        if _shift_nested_refs(model_entry, -1):
+            run.note(nested_model_node_index)
+
+
+def nested_model_node_offset(model_entry: Entry, run: _Run) -> None:
+    """References to nested models' calls renumbered from 1.
+
+    Bridges Keras 3 (from 0) to tf_keras 2.x, which counts the nested model's
+    construction node first; without it tf_keras waits forever for a node.
+    """
+    if model_entry.get("class_name") == "Functional":
+        if _shift_nested_refs(model_entry, 1):
+            run.note(nested_model_node_offset)
+
+
 def _model_to_keras3(entry: Entry, run: _Run, shapes: Mapping[str, Any]) -> None:
     sequential_layer_list(entry, run)
+    nested_model_node_index(entry, run)
     functional_class_name(entry, run)
     sequential_input_layer(entry, run)
     config = entry.get("config")
@@ -834,6 +918,7 @@ _KERAS2_REJECTS: dict[str, Any] = {
     "input_axes": None,
     "output_axes": None,
     "synchronized": False,
+    "rms_scaling": False,
 }
 
 
@@ -907,6 +992,7 @@ def _model_to_keras2(entry: Entry, run: _Run) -> None:
                 config[key] = [refs]
     for rule in (plain_dtype, strip_keras3_keys, node_form_keras2):
         rule(entry, run)
+    nested_model_node_offset(entry, run)
 
 
 def _layer_to_keras2(entry: Entry, run: _Run) -> None:
@@ -1179,12 +1265,20 @@ def migrate_keras2(model: Model) -> Model:
         return migrated
     config, applied = to_keras2(arch.config)
     tensors = tuple(_keras2_names(migrated, config))
+    if any(t.dtype == "bfloat16" for t in migrated.tensors):
+        applied.append(bfloat16_as_float32.__name__)
     metadata = dict(migrated.metadata)
     metadata["producer"] = {"name": "keras", "version": KERAS2_VERSION}
     metadata["keras_version"] = KERAS2_VERSION
     metadata["backend"] = "tensorflow"
     training = metadata.pop("training_config", None)
     warnings = list(migrated.warnings)
+    dropped = migrated.by_role(Role.OPTIMIZER)
+    if dropped:
+        warnings.append(
+            f"{len(dropped)} Keras 3 optimizer state tensors were left out: "
+            "tf_keras lays out optimizer state differently"
+        )
     if training is not None and _is_keras3_training(migrated, training):
         warnings.append(
             "the Keras 3 training configuration was left out: tf_keras reads a "
@@ -1203,31 +1297,59 @@ def _is_keras3_training(model: Model, training: Any) -> bool:
 
 
 def _keras2_names(model: Model, config: Mapping[str, Any]) -> Iterator[Tensor]:
-    """Tensors with tf_keras ``layer/.../weight:0`` source names."""
+    """Tensors with tf_keras legacy HDF5 names, ``<layer group>/<weight name>``.
+
+    tf_keras 2.21 names a weight after its variable: ``dense/kernel:0``,
+    ``lstm/lstm_cell/kernel:0``, ``bidirectional/forward_gru/gru_cell/bias:0``,
+    and a nested model's ``sub_dense/kernel:0`` inside the ``sub_model`` group.
+    """
     entries = {layer.prefix: layer for layer in iter_layers(config)}
     for tensor in model.tensors:
         if tensor.role is Role.OPTIMIZER:
             continue
-        owner = _owner(tensor.name, entries)
-        short = tensor.name.rsplit("/", 1)[-1]
-        if owner is None:
-            yield tensor.replace(source_names=(f"{tensor.name}:0",))
-            continue
-        inner = tensor.name[len(owner.prefix) + 1 :]
-        base = owner.prefix.rsplit("/", 1)[-1]
-        cell = RNN_CELLS.get(owner.class_name)
-        if cell is not None and "/" not in inner:
-            keras2 = f"{base}/{cell}/{short}:0"
-        elif owner.class_name == "Bidirectional" and "/" in inner:
-            direction = inner.split("/", 1)[0]
-            wrapped = owner.config.get("layer") or {}
-            cell = RNN_CELLS.get(str(wrapped.get("class_name")))
-            keras2 = (
-                f"{base}/{direction}/{cell}/{short}:0" if cell else f"{base}/{inner}:0"
-            )
-        else:
-            keras2 = f"{base}/{inner}:0"
-        yield tensor.replace(source_names=(keras2,))
+        top = tensor.name.split("/", 1)[0]
+        name = f"{top}/{_keras2_weight_name(tensor.name, entries)}"
+        yield _keras2_dtype(tensor.replace(source_names=(name,)))
+
+
+def _keras2_weight_name(name: str, entries: Mapping[str, LayerEntry]) -> str:
+    owner = _owner(name, entries)
+    short = name.rsplit("/", 1)[-1]
+    if owner is None:
+        return f"{name}:0"
+    inner = name[len(owner.prefix) + 1 :]
+    base = owner.prefix.rsplit("/", 1)[-1]
+    cell = RNN_CELLS.get(owner.class_name)
+    if cell is not None and "/" not in inner:
+        return f"{base}/{cell}/{short}:0"
+    if owner.class_name == "Bidirectional" and "/" in inner:
+        direction = inner.split("/", 1)[0]
+        wrapped = owner.config.get("layer") or {}
+        cell = RNN_CELLS.get(str(wrapped.get("class_name")))
+        if cell:
+            return f"{base}/{direction}/{cell}/{short}:0"
+    return f"{base}/{inner}:0"
+
+
+def bfloat16_as_float32(tensor: Tensor) -> Tensor:
+    """A bfloat16 tensor stored as float32 for tf_keras.
+
+    Bridges Keras 3 (which stores bfloat16 as 2-byte opaque HDF5 values) to
+    tf_keras 2.21, whose legacy HDF5 loader converts stored values with
+    ``np.asarray(value, dtype)`` and has no cast from opaque bytes. Every
+    bfloat16 value is exactly representable in float32, and tf_keras casts
+    it back to the layer's bfloat16 variable exactly.
+    """
+    def compute() -> np.ndarray:
+        return tensor.read().astype(np.float32)
+
+    return tensor.replace(dtype="float32", source=CallableSource(compute))
+
+
+def _keras2_dtype(tensor: Tensor) -> Tensor:
+    if tensor.dtype == "bfloat16":
+        return bfloat16_as_float32(tensor)
+    return tensor
 
 
 def _owner(name: str, entries: Mapping[str, LayerEntry]) -> LayerEntry | None:
