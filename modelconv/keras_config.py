@@ -294,12 +294,9 @@ def _conv_geometry(
         keys = {1: ("filter_length",), 2: ("nb_row", "nb_col")}.get(
             rank, ("kernel_dim1", "kernel_dim2", "kernel_dim3")
         )
-        if all(cfg.get(k) is not None for k in keys):
-            kernel = tuple(_int(cfg[k], name, k) for k in keys)
-        elif cls.startswith("DepthwiseConv"):
-            raise _fail(name, "kernel_size", cfg.get("kernel_size"), "kernel sizes")
-        else:
+        if not all(cfg.get(k) is not None for k in keys):
             raise _fail(name, "kernel_size", None, "kernel sizes")
+        kernel = tuple(_int(cfg[k], name, k) for k in keys)
     strides = (
         _tuple(cfg, name, "strides", rank)
         or _tuple(cfg, name, "subsample", rank)
@@ -462,19 +459,15 @@ def _axes_size(cfg: Mapping[str, Any], name: str, x: Shape | None, default: Any)
     return dims
 
 
-def _batch_norm(
-    cfg: Mapping[str, Any], name: str, inputs: Shapes, ctx: _Ctx
-) -> list[_Weight]:
+def _batch_norm(cfg: Mapping[str, Any], name: str, inputs: Shapes) -> list[_Weight]:
     x = inputs[0] if inputs else None
     dims = _axes_size(cfg, name, x, -1)
     # Keras 1.2 BatchNormalization always has gamma and beta and no flags.
     scale = _bool(cfg, name, "scale", True)
     center = _bool(cfg, name, "center", True)
-    shape = tuple(dims) if dims else None
-    if dims and len(dims) > 1:
-        # Keras 2 keeps the separate axes; Keras 3 takes the product. The
-        # parameter count is the same.
-        shape = (prod(dims),) if ctx.form == 3 else tuple(dims)
+    # Only the element count matters here: for several axes tf_keras keeps a
+    # broadcastable shape, of the same size.
+    shape = (prod(dims),) if dims else None
     weights = []
     if scale:
         weights.append(_Weight("gamma", shape))
@@ -483,10 +476,9 @@ def _batch_norm(
     weights.append(_Weight("moving_mean", shape, False))
     weights.append(_Weight("moving_variance", shape, False))
     if _bool(cfg, name, "renorm", False):
-        # tf_keras renormalisation adds moving_stddev, renorm_mean and
-        # renorm_stddev; their count is not modelled, so params are unknown.
-        weights.append(_Weight("renorm_mean", None, False))
-        ctx.warn(f"layer {name!r}: BatchNormalization with renorm; params not computed")
+        # Batch renormalisation (tf_keras and Keras 3) adds three statistics.
+        for extra in ("moving_stddev", "renorm_mean", "renorm_stddev"):
+            weights.append(_Weight(extra, shape, False))
     return weights
 
 
@@ -1108,7 +1100,7 @@ def _entry_name(entry: Mapping[str, Any], index: int, where: str) -> str:
     return name
 
 
-def _tensor_refs(node: Any, layer: str, form: int, names: set[str]) -> list[_Ref]:
+def _tensor_refs(node: Any, layer: str, names: set[str]) -> list[_Ref]:
     """The tensors one inbound node reads, in order, from any node format."""
     if isinstance(node, Mapping):
         # Keras 3: {"args": [...], "kwargs": {...}} with __keras_tensor__ dicts.
@@ -1289,7 +1281,7 @@ def _parse_one(
             raw_nodes = layer_entry.get("inbound_nodes", [])
             if not isinstance(raw_nodes, list):
                 raise _fail(lname, "inbound_nodes", raw_nodes, "a list")
-            nodes = [_tensor_refs(n, lname, ctx.form, names) for n in raw_nodes]
+            nodes = [_tensor_refs(n, lname, names) for n in raw_nodes]
         module = layer_entry.get("module")
         spec = _Spec(
             lname,
@@ -1538,7 +1530,7 @@ def _class_weights(
     if cls in _CONV_RANK:
         return _conv(cls, cfg, name, inputs, ctx.form)[0], True
     if cls == "BatchNormalization":
-        return _batch_norm(cfg, name, inputs, ctx), True
+        return _batch_norm(cfg, name, inputs), True
     if cls == "LayerNormalization":
         return _layer_norm(cfg, name, inputs), True
     if cls == "GroupNormalization":

@@ -36,6 +36,7 @@ def _mlp(k: Any) -> Any:
     frozen.trainable = False
     h = frozen(h)
     h = L.Activation("tanh")(h)
+    h = L.BatchNormalization(renorm=True, name="bn_renorm")(h)
     out = L.Dense(3, use_bias=False, name="out")(h)
     return k.Model(inp, out)
 
