@@ -416,6 +416,13 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "renorm_momentum": 0.99,
     "mask_zero": False,
     "lora_alpha": None,
+    # RNN switches: tf.keras 2.x writes time_major (Keras 3 dropped it).
+    "time_major": False,
+    "go_backwards": False,
+    "stateful": False,
+    "unroll": False,
+    "return_state": False,
+    "rms_scaling": False,  # Keras 3 LayerNormalization
     # Keras 1 configs omit the initialisers they did not change.
     "kernel_initializer": {"class_name": "GlorotUniform", "config": {}},
     "bias_initializer": {"class_name": "Zeros", "config": {}},
@@ -985,10 +992,14 @@ def compare_metadata(
 # Tensors: match, then compare in aligned chunks
 
 
-def _layer_of(tensor: Tensor, owner: Mapping[str, str]) -> str:
-    """The layer a tensor belongs to: from the architecture, else its name."""
+def _layer_of(tensor: Tensor, owner: Mapping[str, str], layers: Sequence[str]) -> str:
+    """The layer a tensor belongs to: from the architecture's tensor lists,
+    else the longest layer name its name starts with, else its name's head."""
     if tensor.name in owner:
         return owner[tensor.name]
+    prefixes = [name for name in layers if tensor.name.startswith(name + "/")]
+    if prefixes:
+        return max(prefixes, key=len)
     return tensor.name.rsplit("/", 1)[0] if "/" in tensor.name else ""
 
 
@@ -997,10 +1008,11 @@ def _positions(
 ) -> dict[str, tuple[str, str, int]]:
     """tensor name → (layer, role, index among that layer's tensors of the role)."""
     owner = {name: layer.name for layer in layers for name in layer.tensor_names}
+    names = [layer.name for layer in layers]
     counters: dict[tuple[str, str], int] = {}
     result = {}
     for tensor in tensors:
-        key = (_layer_of(tensor, owner), tensor.role.value)
+        key = (_layer_of(tensor, owner, names), tensor.role.value)
         result[tensor.name] = (*key, counters.get(key, 0))
         counters[key] = counters.get(key, 0) + 1
     return result

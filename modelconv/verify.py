@@ -274,6 +274,11 @@ def _judge(
         if change.counts
     ]
     problems += [f"{t.name}: {t.status.value}" for t in result.tensors if t.counts]
+    problems += [
+        f"{t.name_a} reads back as {t.name_b}" for t in matched if t.name_a != t.name_b
+    ]
+    if not names_ok and all(t.name_a == t.name_b for t in matched) and complete:
+        problems.append("tensor order changed")
     survived = architecture and names_ok and dtypes_ok and shapes_ok and bytes_ok
     if losses:
         status = VerifyStatus.LOSSY
