@@ -472,6 +472,42 @@ def drop_rejected_arguments(entry: Entry, run: _Run) -> None:
         run.note(drop_rejected_arguments)
 
 
+def lambda_function_keras3(entry: Entry, run: _Run) -> None:
+    """A tf_keras Lambda's ``function``/``function_type`` to Keras 3's
+    ``{"class_name": "__lambda__", "config": {code, defaults, closure}}``.
+
+    Bridges Keras 2/tf_keras (``function: [code, defaults, closure]``,
+    ``function_type: "lambda"``) to Keras 3 (``layers/core/lambda_layer.py``).
+    Only the stored fields move; the bytecode is never decoded here, and Keras
+    3 still refuses it unless its user passes ``safe_mode=False``.
+    """
+    config = entry.get("config")
+    if entry.get("class_name") != "Lambda" or not isinstance(config, dict):
+        return
+    if "function_type" not in config:
+        return
+    for key, type_key, module_key in (
+        ("function", "function_type", "module"),
+        ("output_shape", "output_shape_type", "output_shape_module"),
+        ("mask", "mask_type", "mask_module"),
+    ):
+        kind = config.pop(type_key, None)
+        config.pop(module_key, None)
+        value = config.get(key)
+        if kind == "lambda" and isinstance(value, list) and len(value) == 3:
+            config[key] = {
+                "class_name": "__lambda__",
+                "config": {"code": value[0], "defaults": value[1], "closure": value[2]},
+            }
+        elif kind == "function":
+            raise UnsupportedError(
+                f"Lambda layer {config.get('name')!r} calls the named function "
+                f"{value!r} from module {entry.get('module')!r}; Keras 3 needs it "
+                "registered as a custom object, so it cannot be migrated"
+            )
+    run.note(lambda_function_keras3)
+
+
 def batchnorm_axis(entry: Entry, run: _Run) -> None:
     """BatchNormalization ``axis`` written as a one-element list, to an int.
 
@@ -635,6 +671,7 @@ def _keras_tensor(
 KERAS3_LAYER_RULES: tuple[Callable[[Entry, _Run], None], ...] = (
     keras1_merge_layers,
     hard_sigmoid_activation,
+    lambda_function_keras3,
     keras1_class_names,
     keras1_argument_names,
     batch_shape,
@@ -868,6 +905,43 @@ def plain_dtype(entry: Entry, run: _Run) -> None:
         run.note(plain_dtype)
 
 
+def lambda_function_keras2(entry: Entry, run: _Run) -> None:
+    """A Keras 3 Lambda's ``__lambda__`` record to tf_keras's
+    ``function: [code, defaults, closure]`` with ``function_type: "lambda"``.
+
+    Bridges Keras 3 to tf_keras 2.x (``layers/core/lambda_layer.py``
+    ``get_config``). Only the stored fields move; nothing is decoded.
+    """
+    config = entry.get("config")
+    if entry.get("class_name") != "Lambda" or not isinstance(config, dict):
+        return
+    for key, type_key, module_key in (
+        ("function", "function_type", "module"),
+        ("output_shape", "output_shape_type", "output_shape_module"),
+        ("mask", "mask_type", "mask_module"),
+    ):
+        value = config.get(key)
+        if isinstance(value, dict) and value.get("class_name") == "__lambda__":
+            inner = value.get("config") or {}
+            config[key] = [
+                inner.get("code"),
+                inner.get("defaults"),
+                inner.get("closure"),
+            ]
+            config[type_key] = "lambda"
+            config[module_key] = "__main__"
+        elif key != "mask" or key in config:
+            if isinstance(value, dict):
+                raise UnsupportedError(
+                    f"Lambda layer {config.get('name')!r} has a {key} of class "
+                    f"{value.get('class_name')!r}, which tf_keras cannot load"
+                )
+            config.setdefault(key, None)
+            config[type_key] = "raw"
+            config[module_key] = None
+    run.note(lambda_function_keras2)
+
+
 def batch_input_shape(entry: Entry, run: _Run) -> None:
     """InputLayer ``batch_shape`` to ``batch_input_shape``.
 
@@ -962,6 +1036,7 @@ def _drop_defaults(config: dict[str, Any], entry: Entry) -> bool:
 
 
 KERAS2_LAYER_RULES: tuple[Callable[[Entry, _Run], None], ...] = (
+    lambda_function_keras2,
     plain_dtype,
     batch_input_shape,
     drop_keras3_arguments,
@@ -1340,6 +1415,7 @@ def bfloat16_as_float32(tensor: Tensor) -> Tensor:
     bfloat16 value is exactly representable in float32, and tf_keras casts
     it back to the layer's bfloat16 variable exactly.
     """
+
     def compute() -> np.ndarray:
         return tensor.read().astype(np.float32)
 

@@ -84,15 +84,21 @@ def ir_from_tf_keras(kmodel: Any, backend: str = "tensorflow") -> Model:
     return Model(
         tensors=model_tensors(kmodel),
         architecture=build_architecture(config),
-        metadata={"producer": {"name": "keras", "version": "2.21.0"},
-                  "backend": backend},
+        metadata={
+            "producer": {"name": "keras", "version": "2.21.0"},
+            "backend": backend,
+        },
         format="hdf5",
         flavour="keras-model",
     )
 
 
-def ir_from_config(config: dict, arrays: list[tuple[str, np.ndarray]],
-                   version: str = "1.2.2", backend: str | None = None) -> Model:
+def ir_from_config(
+    config: dict,
+    arrays: list[tuple[str, np.ndarray]],
+    version: str = "1.2.2",
+    backend: str | None = None,
+) -> Model:
     metadata: dict[str, Any] = {"producer": {"name": "keras", "version": version}}
     if backend is not None:
         metadata["backend"] = backend
