@@ -19,7 +19,6 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from .errors import HostileInputError, InputError, LimitExceededError
 from .limits import DEFAULT_MAX_BYTES, MAX_ZIP_MEMBERS, MAX_ZIP_RATIO
@@ -132,7 +131,7 @@ class SafeZip:
         try:
             # Unbuffered: every read is a positioned read of the file as it is
             # now, and memory holds nothing beyond what a caller asked for.
-            self._fh: BinaryIO = self.path.open("rb", buffering=0)
+            self._fh: io.FileIO = self.path.open("rb", buffering=0)
         except OSError as exc:
             raise InputError(
                 f"cannot open {str(self.path)!r}: {exc.strerror}; check the path "
@@ -361,6 +360,30 @@ class SafeZip:
             )
         return data
 
+    def read_into(self, member: Member, offset: int, view: memoryview) -> None:
+        """Fill ``view`` from a stored member's data at ``offset``, copying once."""
+        length = len(view)
+        if not member.stored:
+            raise ValueError(f"member {member.name!r} is compressed")
+        if offset < 0 or offset + length > member.size:
+            raise InputError(
+                f"zip member {member.name!r}: read of {length} bytes at {offset} "
+                f"passes its end ({member.size} bytes)"
+            )
+        if self._fh.closed:
+            raise InputError(
+                f"{str(self.path)!r} was closed; read tensors before closing the model"
+            )
+        self._fh.seek(member.data_offset + offset)
+        done = 0
+        while done < length:
+            count = self._fh.readinto(view[done:])
+            if not count:
+                raise InputError(
+                    f"zip member {member.name!r} is cut short; the archive is truncated"
+                )
+            done += count
+
     def open(self, name: str) -> MemberReader:
         """A file-like over the member's uncompressed bytes, capped and checked."""
         return MemberReader(self, self.member(name))
@@ -572,7 +595,6 @@ class MemberSlice(io.RawIOBase):
         length = max(0, min(len(view), self._member.size - self._pos))
         if length == 0:
             return 0
-        data = self._archive.read_at(self._member, self._pos, length)
-        view[:length] = data
+        self._archive.read_into(self._member, self._pos, view[:length])
         self._pos += length
         return length

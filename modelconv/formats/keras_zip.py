@@ -2,9 +2,8 @@
 
 An archive holds ``metadata.json`` (``keras_version``, ``date_saved``),
 ``config.json`` (the model config, plus ``compile_config`` when compiled)
-and ``model.weights.h5``. The HDF5 member is copied, capped at its declared
-size and CRC-checked, to a temporary file that h5safe then opens with all
-its guards (see ``_open_weights`` for why not in place).
+and ``model.weights.h5``, which Keras stores uncompressed and modelconv
+reads in place (see ``_open_weights``).
 
 Inside ``model.weights.h5`` every saveable object is a group holding its own
 variables in ``vars/0``, ``vars/1``... and its children below: the model's
@@ -146,8 +145,8 @@ def _read(archive: SafeZip, options: ReadOptions, resources: ExitStack) -> Model
 
     tensors: list[Tensor] = []
     if WEIGHTS_MEMBER in archive.members:
-        h5file = _open_weights(archive, resources)
-        mapper = _Mapper(h5file, options.max_bytes)
+        h5file, in_place = _open_weights(archive, resources)
+        mapper = _Mapper(h5file, options.max_bytes, read_tags=not in_place)
         tensors = mapper.map(config)
         warnings.extend(mapper.warnings)
     elif NPZ_WEIGHTS_MEMBER in archive.members:
@@ -171,24 +170,34 @@ def _read(archive: SafeZip, options: ReadOptions, resources: ExitStack) -> Model
     )
 
 
-def _open_weights(archive: SafeZip, resources: ExitStack) -> h5py.File:
-    """The weights HDF5 file, from a capped, CRC-checked copy of the member.
+def _open_weights(archive: SafeZip, resources: ExitStack) -> tuple[h5py.File, bool]:
+    """The weights HDF5 file, and whether it is read in place.
 
-    Limitation: the member is copied to a temporary file rather than read in
-    place through ``SafeZip.slice``, because h5safe's global-heap check (run
-    before libhdf5 reads any variable-length string) needs a real file. The
-    copy streams in 1 MiB pieces, so memory stays flat; it costs disk time
-    proportional to the weights until h5safe can check a byte range.
+    Keras stores the member uncompressed, so it is opened in place through a
+    byte-range view of the archive: inspecting a 1 GiB archive reads only
+    headers. A compressed member is copied, capped at its declared size and
+    CRC-checked, to a temporary file. In place, libhdf5 is never asked for a
+    variable-length string (h5safe checks global heaps only in real files),
+    so layers are matched by their keys, not by the ``name`` tags.
     """
-    folder = Path(
-        resources.enter_context(tempfile.TemporaryDirectory(prefix="modelconv-"))
-    )
-    copy = folder / WEIGHTS_MEMBER
+    member = archive.member(WEIGHTS_MEMBER)
+    if member.stored:
+        try:
+            h5file = h5py.File(archive.slice(WEIGHTS_MEMBER), "r")
+        except h5safe.H5_ERRORS as exc:
+            raise InputError(
+                f"{WEIGHTS_MEMBER} in {archive.path.name!r} is not a readable "
+                f"HDF5 file ({exc}); the archive is damaged"
+            ) from exc
+        resources.callback(h5file.close)
+        return h5file, True
+    folder = resources.enter_context(tempfile.TemporaryDirectory(prefix="modelconv-"))
+    copy = Path(folder) / WEIGHTS_MEMBER
     with archive.open(WEIGHTS_MEMBER) as reader, copy.open("wb") as out:
         shutil.copyfileobj(reader, out, 1024 * 1024)
     h5file = h5safe.open_file(copy)
     resources.callback(h5file.close)
-    return h5file
+    return h5file, False
 
 
 # -- h5 paths → canonical names ------------------------------------------
@@ -260,8 +269,9 @@ class _Found:
 class _Mapper:
     """Assigns each dataset of ``model.weights.h5`` a canonical name and role."""
 
-    def __init__(self, h5file: h5py.File, max_bytes: int) -> None:
+    def __init__(self, h5file: h5py.File, max_bytes: int, read_tags: bool) -> None:
         self.h5file = h5file
+        self.read_tags = read_tags
         self.max_bytes = max_bytes
         self.warnings: list[str] = []
         self.datasets: dict[str, h5py.Dataset] = {}
@@ -309,7 +319,7 @@ class _Mapper:
 
     def _vars_name(self, path: str) -> str | None:
         group = self.groups.get(f"{path}/vars")
-        if group is None:
+        if group is None or not self.read_tags:
             return None
         try:
             value = h5safe.read_attr(group, "name")
@@ -454,7 +464,11 @@ class _Mapper:
             name, role = self.assigned[path]
             where = f"{WEIGHTS_MEMBER}/{path}"
             try:
-                info = h5safe.check_dataset(self.datasets[path], where)
+                # Keras 3 writes bfloat16 as 2-byte opaque data (ml_dtypes
+                # through h5py); no other 2-byte opaque type occurs there.
+                info = h5safe.check_dataset(
+                    self.datasets[path], where, opaque2_is_bfloat16=True
+                )
             except h5safe.SkippedDataset as exc:
                 self.warnings.append(str(exc))
                 continue
