@@ -8,11 +8,13 @@ declared.
 from __future__ import annotations
 
 import io
+import json
 import struct
 import warnings
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -463,3 +465,18 @@ def test_data_descriptor_archive_opens(tmp_path: Path) -> None:
     model = npz.read(path, ReadOptions())
     np.testing.assert_array_equal(model.tensors[0].read(), np.arange(50))
     model.close()
+
+
+def test_cli_refuses_with_exit_2_and_json(tmp_path: Path, run_cli: Any) -> None:
+    """Through the command line: one-line error, exit 2, a JSON error document."""
+    traversal = make_zip(tmp_path / "t.npz", [("../x.npy", NPY_F4)])
+    pickled = tmp_path / "o.npz"
+    np.savez(pickled, a=np.array([None, {}], dtype=object))
+    bomb = make_zip(tmp_path / "b.npz", [("a.npy", NPY_F4)], zipfile.ZIP_DEFLATED)
+    _set_declared_size(bomb, 2**31)
+    cases = {traversal: "refused", pickled: "refused", bomb: "refused"}
+    for path, kind in cases.items():
+        result = run_cli("inspect", path, "--json")
+        assert result.exit_code == 2, result
+        assert json.loads(result.stdout)["error"]["kind"] == kind
+        assert "error:" in result.stderr and len(result.stderr.splitlines()) == 1
