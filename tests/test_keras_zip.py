@@ -416,3 +416,41 @@ def test_lambda_archive_is_flagged_not_run(fixtures_dir: Path) -> None:
     assert any("Lambda" in w for w in read.architecture.warnings)
     assert read.names == ("pre/kernel", "pre/bias", "post/kernel", "post/bias")
     read.close()
+
+
+def test_subclassed_model_and_seed_state(tmp_path: Path) -> None:
+    """No layer list in the config: names from paths; seed generators are state."""
+
+    def build(h5: h5py.File) -> None:
+        h5.create_group("vars")["0"] = np.float32(2.0)
+        h5.create_group("layers/random_flip/seed_generator/vars")["0"] = np.uint32(
+            [1, 2]
+        )
+
+    config = {"class_name": "MyModel", "config": {"name": "mine"}}
+    members = _members(
+        **{
+            "config.json": json.dumps(config).encode(),
+            "model.weights.h5": _weights_h5(build),
+        }
+    )
+    read = _read(_archive(tmp_path / "sub.keras", members))
+    roles = {t.name: t.role for t in read.tensors}
+    assert roles["dense/0"] is Role.WEIGHT and roles["dense/1"] is Role.WEIGHT
+    assert roles["vars/0"] is Role.WEIGHT
+    assert roles["random_flip/seed_generator/0"] is Role.STATE
+    assert roles["optimizer/0"] is Role.OPTIMIZER
+    assert any("subclassed" in w for w in read.warnings)
+    read.close()
+
+
+def test_seed_generator_inside_a_known_layer(tmp_path: Path) -> None:
+    def build(h5: h5py.File) -> None:
+        h5.create_group("layers/dense/seed_generator/vars")["0"] = np.uint32([3, 4])
+
+    members = _members(**{"model.weights.h5": _weights_h5(build)})
+    read = _read(_archive(tmp_path / "seed.keras", members))
+    assert read.tensor("d/seed_generator/0").role is Role.STATE
+    assert read.tensor("d/kernel").role is Role.WEIGHT
+    assert not read.warnings
+    read.close()

@@ -22,7 +22,6 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -260,12 +259,6 @@ def _weight_names(entry: Mapping[str, Any]) -> list[str] | None:
     return [str(n) for n in names] or None
 
 
-@dataclass(frozen=True)
-class _Found:
-    path: str
-    dset: h5py.Dataset
-
-
 class _Mapper:
     """Assigns each dataset of ``model.weights.h5`` a canonical name and role."""
 
@@ -435,13 +428,16 @@ class _Mapper:
             )
         for p in sorted(rest, key=_path_key):
             top = p.split("/", 1)[0]
+            name = _plain_name(p)
             if top == "optimizer":
                 role = Role.OPTIMIZER
+            elif top == "vars":  # the model's own variables (subclassed models)
+                role, name = Role.WEIGHT, p
             elif top == "layers" and "seed_generator" not in p:
                 role = Role.WEIGHT
             else:
                 role = Role.STATE  # metrics, seed generators, loss trackers
-            self._assign(p, _plain_name(p), role)
+            self._assign(p, name, role)
 
     def _assign(self, path: str, name: str, role: Role) -> None:
         if name in self.used_names:
