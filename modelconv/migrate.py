@@ -197,6 +197,11 @@ def keras1_argument_names(entry: Entry, run: _Run) -> None:
     table.update(_K1_BY_CLASS.get(class_name, {}))
     if class_name == "Embedding":
         table.pop("bias", None)
+        if "dropout" in config:
+            # Keras 2.0 dropped Embedding(dropout=...) with a warning; it acts
+            # only in training, so predictions do not change.
+            config.pop("dropout")
+            changed = True
     changed = False
     for old, new in table.items():
         if old in config and old != new:
@@ -255,10 +260,16 @@ def keras1_merge_layers(entry: Entry, run: _Run) -> None:
     if entry.get("class_name") != "Merge":
         return
     config = entry.get("config") or {}
-    mode = config.get("mode", "sum")
-    if mode not in _MERGE_MODES:
+    if config.get("layers"):
         raise UnsupportedError(
-            f"Keras 1 Merge layer {config.get('name')!r} uses mode {mode!r}, "
+            f"Keras 1 Merge layer {config.get('name')!r} merges whole Sequential "
+            "branches inside a Sequential model, which Keras 2 and 3 can only "
+            "express as a functional model; rebuild it functionally first"
+        )
+    mode = config.get("mode", "sum")
+    if not isinstance(mode, str) or mode not in _MERGE_MODES:
+        raise UnsupportedError(
+            f"Keras 1 Merge layer {config.get('name')!r} uses mode {str(mode)[:60]!r}, "
             "which has no Keras 2 or 3 layer; only the modes "
             f"{', '.join(sorted(_MERGE_MODES))} can be migrated"
         )
@@ -322,7 +333,11 @@ def batch_shape(entry: Entry, run: _Run) -> None:
             config["batch_shape"] = [None, *config.pop("input_shape")]
             changed = True
     else:
-        for key in ("batch_input_shape", "input_shape", "batch_size"):
+        keys = ["batch_input_shape", "input_shape", "batch_size"]
+        if entry.get("class_name") not in ("Embedding",):
+            # Embedding's input_dim is its vocabulary size, not a shape.
+            keys.append("input_dim")
+        for key in keys:
             if key in config:
                 config.pop(key)
                 changed = True
@@ -1177,8 +1192,31 @@ def keras1_recurrent_weights(
     W_i, U_i, b_i, W_c, U_c, b_c, W_f, U_f, b_f, W_o, U_o, b_o; Keras 2 holds
     kernel, recurrent_kernel and bias with gates in the order i, f, c, o.
     GRU's W_z, U_z, b_z, W_r, U_r, b_r, W_h, U_h, b_h keep their z, r, h
-    order (tf_keras 2.21 ``preprocess_weights_for_loading``).
+    order (tf_keras 2.21 ``preprocess_weights_for_loading``). A Bidirectional
+    wrapper's two directions are merged each on their own.
     """
+    if layer.class_name == "Bidirectional":
+        inner = layer.config.get("layer") or {}
+        name = (inner.get("config") or {}).get("name", "")
+        out: list[Tensor] = []
+        for direction in ("forward", "backward"):
+            prefix = f"{layer.prefix}/{direction}_{name}"
+            mine = [t for t in tensors if t.name.startswith(f"{prefix}/")]
+            sub = LayerEntry(prefix, inner)
+            out.extend(keras1_recurrent_weights(sub, mine, run))
+        rest = [
+            t
+            for t in tensors
+            if not any(
+                t.name.startswith(f"{layer.prefix}/{d}_")
+                for d in ("forward", "backward")
+            )
+        ]
+        if len(out) + len(rest) == len(tensors) and all(
+            a is b for a, b in zip(out, tensors)
+        ):
+            return tensors
+        return out + rest
     cls = layer.class_name
     if cls in ("LSTM", "ConvLSTM2D") and len(tensors) == 12:
         groups = ([0, 6, 3, 9], [1, 7, 4, 10], [2, 8, 5, 11])
@@ -1295,9 +1333,12 @@ def _migrate_tensors(
             continue
         new = keras1_recurrent_weights(layer, owned, run)
         new = channels_first_kernels(layer, new, run, original.get(layer.prefix, {}))
-        new = theano_kernel_flip(
-            layer, new, run, backend if isinstance(backend, str) else None
-        )
+        if theano_kernel_flip.__name__ not in model.migrations:
+            # Flipping is not idempotent: a model migrated once keeps the
+            # rule in its migrations and is never flipped again.
+            new = theano_kernel_flip(
+                layer, new, run, backend if isinstance(backend, str) else None
+            )
         if new is not owned:
             replaced[layer.prefix] = new
     if not replaced:
