@@ -743,8 +743,56 @@ def _compare_architectures(
         )
         return changes, {}
 
-    changes = []
+    return _compare_keras(a, b)
+
+
+def _compare_keras(
+    a: Architecture, b: Architecture
+) -> tuple[list[ArchChange], dict[str, str]]:
+    """Model-level facts, then layers paired by name or evident rename."""
     level_a, level_b = _model_level(a), _model_level(b)
+    changes = _compare_model_level(level_a, level_b)
+
+    sequential = level_a["class_name"] == level_b["class_name"] == "Sequential"
+    layers_a, layers_b = normalised_layers(a), normalised_layers(b)
+    pairs, renames, only_a, only_b = _match_layers(layers_a, layers_b)
+    # A Sequential's input layer is implicit in Keras 2 configs that put
+    # batch_input_shape on the first layer, and each Keras line generates
+    # its own name for it (Keras 3 `input_layer`, tf.keras `input_1` or
+    # `dense_input`); nothing refers to it by name.
+    implicit = {
+        layer.name
+        for layer in layers_a + layers_b
+        if sequential and layer.class_name == "InputLayer"
+    }
+    for layer in only_a:
+        kind = ChangeKind.DEFAULT if layer.name in implicit else ChangeKind.REMOVED
+        changes.append(
+            ArchChange(kind, _pointer("layers", layer.name), layer.class_name, None)
+        )
+    for layer in only_b:
+        kind = ChangeKind.DEFAULT if layer.name in implicit else ChangeKind.ADDED
+        changes.append(
+            ArchChange(kind, _pointer("layers", layer.name), None, layer.class_name)
+        )
+    for la, lb in pairs:
+        changes += _compare_layer_pair(la, lb, renames, implicit)
+
+    for key in ("inputs", "outputs"):
+        ends_a, ends_b = level_a.get(key), level_b.get(key)
+        if ends_a is None or ends_b is None:
+            continue  # Sequential configs do not list them
+        if [renames.get(n, n) for n in ends_a] != ends_b:
+            changes.append(
+                ArchChange(ChangeKind.CONNECTIONS, f"/{key}", ends_a, ends_b)
+            )
+    return changes, renames
+
+
+def _compare_model_level(
+    level_a: Mapping[str, Any], level_b: Mapping[str, Any]
+) -> list[ArchChange]:
+    changes = []
     if level_a["class_name"] != level_b["class_name"]:
         changes.append(
             ArchChange(
@@ -763,85 +811,53 @@ def _compare_architectures(
         kind = ChangeKind.DEFAULT if generated else ChangeKind.CHANGED
         changes.append(ArchChange(kind, "/name", level_a["name"], level_b["name"]))
     _compare_values(level_a["config"], level_b["config"], "/config", changes)
+    return changes
 
-    sequential = level_a["class_name"] == level_b["class_name"] == "Sequential"
-    layers_a, layers_b = normalised_layers(a), normalised_layers(b)
-    pairs, renames, only_a, only_b = _match_layers(layers_a, layers_b)
-    implicit = {
-        layer.name
-        for layer in layers_a + layers_b
-        if sequential and layer.class_name == "InputLayer"
-    }
-    for layer in only_a:
-        # A Sequential's input layer is implicit in Keras 2 configs that put
-        # batch_input_shape on the first layer; Keras 3 always lists it.
-        kind = ChangeKind.DEFAULT if layer.name in implicit else ChangeKind.REMOVED
-        changes.append(
-            ArchChange(kind, _pointer("layers", layer.name), layer.class_name, None)
-        )
-    for layer in only_b:
-        kind = ChangeKind.DEFAULT if layer.name in implicit else ChangeKind.ADDED
-        changes.append(
-            ArchChange(kind, _pointer("layers", layer.name), None, layer.class_name)
-        )
-    for la, lb in pairs:
-        base = _pointer("layers", la.name)
-        if la.name != lb.name:
-            # Each Keras line generates its own name for a Sequential's
-            # input layer (Keras 3 `input_layer`, tf.keras `input_1` or
-            # `dense_input`); nothing refers to it by name.
-            kind = (
-                ChangeKind.DEFAULT
-                if la.name in implicit and lb.name in implicit
-                else ChangeKind.RENAMED
-            )
-            changes.append(ArchChange(kind, base + "/name", la.name, lb.name))
-        if la.class_name != lb.class_name:
-            changes.append(
-                ArchChange(
-                    ChangeKind.CHANGED,
-                    base + "/class_name",
-                    la.class_name,
-                    lb.class_name,
-                )
-            )
-        if la.class_name == lb.class_name and la.class_name in _MODEL_CLASSES:
-            # A nested model: its layers are compared as a model's, so that
-            # their names, renames and defaults follow the same rules.
-            nested, nested_renames = compare_architectures(
-                _nested(la), _nested(lb), prefix=base + "/config"
-            )
-            changes.extend(nested)
-            for inner_a, inner_b in nested_renames.items():
-                renames[f"{la.name}/{inner_a}"] = f"{lb.name}/{inner_b}"
-        else:
-            _compare_values(
-                la.config,
-                lb.config,
-                base + "/config",
-                changes,
-                class_name=la.class_name,
-            )
-        mapped = [renames.get(n, n) for n in la.inbound if n not in implicit]
-        if mapped != [n for n in lb.inbound if n not in implicit]:
-            changes.append(
-                ArchChange(
-                    ChangeKind.CONNECTIONS,
-                    base + "/inbound",
-                    list(la.inbound),
-                    list(lb.inbound),
-                )
-            )
 
-    for key in ("inputs", "outputs"):
-        ends_a, ends_b = level_a.get(key), level_b.get(key)
-        if ends_a is None or ends_b is None:
-            continue  # Sequential configs do not list them
-        if [renames.get(n, n) for n in ends_a] != ends_b:
-            changes.append(
-                ArchChange(ChangeKind.CONNECTIONS, f"/{key}", ends_a, ends_b)
+def _compare_layer_pair(
+    la: NormLayer, lb: NormLayer, renames: dict[str, str], implicit: set[str]
+) -> list[ArchChange]:
+    """Name, class, config and inbound edges of two paired layers.
+
+    Renames found inside a nested model are added to ``renames`` as
+    ``outer/inner`` so that its tensors can follow them.
+    """
+    changes: list[ArchChange] = []
+    base = _pointer("layers", la.name)
+    if la.name != lb.name:
+        both_implicit = la.name in implicit and lb.name in implicit
+        kind = ChangeKind.DEFAULT if both_implicit else ChangeKind.RENAMED
+        changes.append(ArchChange(kind, base + "/name", la.name, lb.name))
+    if la.class_name != lb.class_name:
+        changes.append(
+            ArchChange(
+                ChangeKind.CHANGED, base + "/class_name", la.class_name, lb.class_name
             )
-    return changes, renames
+        )
+    if la.class_name == lb.class_name and la.class_name in _MODEL_CLASSES:
+        # A nested model: its layers are compared as a model's, so that
+        # their names, renames and defaults follow the same rules.
+        nested, nested_renames = compare_architectures(
+            _nested(la), _nested(lb), prefix=base + "/config"
+        )
+        changes += nested
+        for inner_a, inner_b in nested_renames.items():
+            renames[f"{la.name}/{inner_a}"] = f"{lb.name}/{inner_b}"
+    else:
+        _compare_values(
+            la.config, lb.config, base + "/config", changes, class_name=la.class_name
+        )
+    mapped = [renames.get(n, n) for n in la.inbound if n not in implicit]
+    if mapped != [n for n in lb.inbound if n not in implicit]:
+        changes.append(
+            ArchChange(
+                ChangeKind.CONNECTIONS,
+                base + "/inbound",
+                list(la.inbound),
+                list(lb.inbound),
+            )
+        )
+    return changes
 
 
 _MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
