@@ -22,9 +22,29 @@ each in variable-creation order (``_legacy_weights`` in both codebases). For a
 plain layer this is its variable order; it differs only for nested models
 that mix trainable and frozen layers.
 
+Output shapes and the input widths that parameter counts need are inferred
+through the graph; where Keras recorded them (Keras 3 ``__keras_tensor__``
+shapes, ``build_config``), those records fill gaps. Nothing is guessed: an
+unknown figure is None, and the totals are None when any layer's is.
+
 The config is untrusted: every field is type-checked, and anything malformed
 raises :class:`~modelconv.errors.InputError` naming the layer and the key.
 Lambda bytecode is flagged, never decoded.
+
+Limitations (each gives None, never a wrong figure):
+
+- Output shapes of Lambda layers without a list ``output_shape``, tf_keras
+  TF-op layers, custom and unknown classes are not inferred; a layer fed by
+  them is counted only when Keras recorded its input shape.
+- An input of unknown rank makes the next layer's count unknown even when
+  the width it needs is known (Dense after Dense of unknown input).
+- A shared layer whose calls produce different shapes reports None.
+- Classes not modelled (EinsumDense, LocallyConnected, Keras 1 Highway and
+  MaxoutDense, preprocessing layers with state other than Normalization)
+  are reported with a warning and no count.
+- Keras 1.2 LSTM and GRU saved with ``consume_less`` "cpu" or "mem" keep
+  one weight per gate; they are named ``kernel_i``, ``recurrent_kernel_i``,
+  ``bias_i`` ... in Keras 1.2's order (LSTM i, c, f, o; GRU z, r, h).
 """
 
 from __future__ import annotations
@@ -1953,21 +1973,26 @@ def detect_form(config: Mapping[str, Any]) -> int:
 # Public entry points.
 
 
-def layer_weight_names(layer_config: Mapping[str, Any]) -> list[str]:
+def layer_weight_names(
+    layer_config: Mapping[str, Any], form: int | None = None
+) -> list[str]:
     """Short names of a layer's weights in Keras's legacy (HDF5) order.
 
     ``layer_config`` is one layer entry, ``{"class_name": ..., "config": ...}``
     as found in a model config. Names are relative to the layer:
     ``["kernel", "bias"]``, ``["forward_lstm/kernel", ...]`` for Bidirectional,
-    ``["dense/kernel", ...]`` for a nested model. Unknown classes give ``[]``
-    with nothing to say which weights they hold.
+    ``["dense/kernel", ...]`` for a nested model. ``form`` is the model's
+    serialisation form (``Architecture.form``); a few names depend on it
+    (DepthwiseConv's kernel, TimeDistributed's inner layer), and a lone
+    layer entry does not always say which Keras wrote it. Unknown classes
+    give ``[]``: nothing says which weights they hold.
     """
     if not isinstance(layer_config, Mapping):
         raise InputError(
             f"Keras config: a layer entry must be a mapping, got "
             f"{type(layer_config).__name__}"
         )
-    ctx = _Ctx(detect_form(layer_config))
+    ctx = _Ctx(form if form in (1, 2, 3) else detect_form(layer_config))
     cls = layer_config.get("class_name")
     if not isinstance(cls, str):
         raise _fail("?", "class_name", cls, "a class name")

@@ -1062,3 +1062,34 @@ def test_keras3_dict_inputs_and_outputs(keras3: Any) -> None:
     config = json.loads(model.to_json())
     assert isinstance(config["config"]["output_layers"], dict)
     _check_against_keras(model, keras3=True)
+
+
+def test_layer_weight_names_follow_the_form() -> None:
+    depthwise = {
+        "class_name": "DepthwiseConv2D",
+        "config": {"name": "dw", "kernel_size": [3, 3], "depth_multiplier": 1},
+    }
+    assert layer_weight_names(depthwise, form=2) == ["depthwise_kernel", "bias"]
+    assert layer_weight_names(depthwise, form=3) == ["kernel", "bias"]
+    wrapped = {
+        "class_name": "TimeDistributed",
+        "config": {"name": "td", "layer": {
+            "class_name": "Dense", "config": {"name": "dense", "units": 2}}},
+    }  # fmt: skip
+    assert layer_weight_names(wrapped, form=2) == ["kernel", "bias"]
+    assert layer_weight_names(wrapped, form=3) == ["dense/kernel", "dense/bias"]
+    with pytest.raises(InputError):
+        layer_weight_names([])  # type: ignore[arg-type]
+
+
+@pytest.mark.keras
+def test_keras3_serialized_object_as_in_keras_archives(
+    keras3: Any, keras3_models: dict[str, Any]
+) -> None:
+    """config.json of a .keras archive is serialize_keras_object(model)."""
+    model = keras3_models["graph"]
+    config = keras3.saving.serialize_keras_object(model)
+    arch = build_architecture(config)
+    assert arch.form == 3
+    assert arch.total_params == model.count_params()
+    assert arch.trainable_params == _tensor_count(model.trainable_weights)
