@@ -788,3 +788,37 @@ def test_public_api_takes_paths_or_models(saved: dict[str, Path]) -> None:
     model = mlp(keras3_mlp())
     assert modelconv.diff(model, saved["a"]).identical
     assert modelconv.diff(saved["a"], saved["tanh"], atol=1).exit_code == 1
+
+
+class _Generated:
+    """A lazy source that makes each chunk on request: nothing is held."""
+
+    def __init__(self, size: int, offset: float) -> None:
+        self.size, self.offset = size, offset
+
+    def read(self) -> np.ndarray:
+        raise AssertionError("diff must stream, not read whole tensors")
+
+    def iter_chunks(self, max_bytes: int) -> Iterator[np.ndarray]:
+        step = max(1, max_bytes // 4)
+        for start in range(0, self.size, step):
+            n = min(step, self.size - start)
+            values = np.arange(start, start + n) % 1000 + self.offset
+            yield values.astype(np.float32)
+
+
+def test_memory_follows_the_chunk_not_the_tensor() -> None:
+    import tracemalloc
+
+    size = 8 * 2**20  # 32 MiB of float32 per side, 4x the allowed peak
+    a = Model(tensors=(Tensor("w", "float32", (size,), source=_Generated(size, 0)),))
+    b = Model(tensors=(Tensor("w", "float32", (size,), source=_Generated(size, 0.5)),))
+    tracemalloc.start()
+    try:
+        result = diff_models(a, b, rtol=1e-3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.tensors[0].mismatched is not None
+    assert result.tensors[0].max_abs_diff == 0.5
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"
