@@ -1509,6 +1509,14 @@ def _bidirectional_names(cfg: Mapping[str, Any], name: str) -> tuple[str, str]:
     return forward, backward
 
 
+def _check_depth(depth: int, name: str) -> None:
+    if depth > MAX_NESTING:
+        raise LimitExceededError(
+            f"Keras config: layer {name!r}: models or wrappers nested deeper than "
+            f"{MAX_NESTING} levels; no real model does this, so it is refused"
+        )
+
+
 def _layer_weights(
     cls: str,
     cfg: Mapping[str, Any],
@@ -1519,10 +1527,7 @@ def _layer_weights(
     inner: _ModelSpec | None,
 ) -> tuple[list[_Weight], bool]:
     """The layer's weights in legacy order, and whether the class is known."""
-    if depth > MAX_NESTING:
-        raise LimitExceededError(
-            f"Keras config: layer {name!r}: wrappers nested deeper than {MAX_NESTING}"
-        )
+    _check_depth(depth, name)
     weights, known = _class_weights(cls, cfg, name, inputs, ctx, depth, inner)
     if not _bool(cfg, name, "trainable", True):
         weights = [_Weight(w.name, w.shape, False) for w in weights]
@@ -1625,6 +1630,7 @@ def _layer_outputs(
     depth: int,
     inner: _ModelSpec | None,
 ) -> Shapes | None:
+    _check_depth(depth, name)
     if inner is not None:
         return _run_model(inner, inputs, ctx, depth + 1).outputs
     if cls == "InputLayer":

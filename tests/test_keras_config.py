@@ -866,7 +866,7 @@ def test_deep_nesting_is_refused() -> None:
         "class_name": "Dense",
         "config": {"name": "d", "units": 1},
     }
-    for level in range(100):
+    for level in range(5000):
         config = {"class_name": "Sequential",
                   "config": {"name": f"s{level}", "layers": [config]}}  # fmt: skip
     with pytest.raises(LimitExceededError):
@@ -875,7 +875,7 @@ def test_deep_nesting_is_refused() -> None:
 
 def test_deep_wrapper_nesting_is_refused() -> None:
     layer: dict[str, Any] = {"class_name": "Dense", "config": {"name": "d", "units": 1}}
-    for level in range(100):
+    for level in range(5000):
         layer = {"class_name": "TimeDistributed",
                  "config": {"name": f"t{level}", "layer": layer}}  # fmt: skip
     config = {"class_name": "Sequential", "config": {"name": "s", "layers": [layer]}}
