@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UnsupportedError
+from .errors import InternalError, UnsupportedError
 from .model import Architecture, CallableSource, Layer, Model, Role, Tensor
 
 Entry = dict[str, Any]
@@ -1196,27 +1196,20 @@ def keras1_recurrent_weights(
     wrapper's two directions are merged each on their own.
     """
     if layer.class_name == "Bidirectional":
+        # Each direction is a sub-layer "prefix/<direction name>/..."; merge
+        # each group on its own and keep the order of the groups.
         inner = layer.config.get("layer") or {}
-        name = (inner.get("config") or {}).get("name", "")
+        groups: dict[str, list[Tensor]] = {}
+        for tensor in tensors:
+            sub = tensor.name[len(layer.prefix) + 1 :].split("/", 1)[0]
+            groups.setdefault(sub, []).append(tensor)
         out: list[Tensor] = []
-        for direction in ("forward", "backward"):
-            prefix = f"{layer.prefix}/{direction}_{name}"
-            mine = [t for t in tensors if t.name.startswith(f"{prefix}/")]
-            sub = LayerEntry(prefix, inner)
-            out.extend(keras1_recurrent_weights(sub, mine, run))
-        rest = [
-            t
-            for t in tensors
-            if not any(
-                t.name.startswith(f"{layer.prefix}/{d}_")
-                for d in ("forward", "backward")
-            )
-        ]
-        if len(out) + len(rest) == len(tensors) and all(
-            a is b for a, b in zip(out, tensors)
-        ):
+        for sub, mine in groups.items():
+            entry = LayerEntry(f"{layer.prefix}/{sub}", inner)
+            out.extend(keras1_recurrent_weights(entry, mine, run))
+        if len(out) == len(tensors) and all(a is b for a, b in zip(out, tensors)):
             return tensors
-        return out + rest
+        return out
     cls = layer.class_name
     if cls in ("LSTM", "ConvLSTM2D") and len(tensors) == 12:
         groups = ([0, 6, 3, 9], [1, 7, 4, 10], [2, 8, 5, 11])
@@ -1340,6 +1333,11 @@ def _migrate_tensors(
                 layer, new, run, backend if isinstance(backend, str) else None
             )
         if new is not owned:
+            if not new:
+                raise InternalError(
+                    f"migrating layer {layer.prefix!r} lost all its tensors; "
+                    "this is a modelconv bug, please report it"
+                )
             replaced[layer.prefix] = new
     if not replaced:
         return model.tensors

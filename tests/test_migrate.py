@@ -607,3 +607,43 @@ def test_keras3_source_needs_no_rule() -> None:
     }
     new, applied = migrate.to_keras3(config)
     assert applied == [] and new == config
+
+
+def test_keras1_bidirectional_lstm_merged_per_direction() -> None:
+    rng = np.random.default_rng(3)
+    shapes = [(2, 3), (3, 3), (3,)] * 4
+    kinds = ["kernel", "recurrent_kernel", "bias"] * 4
+    arrays: dict[str, np.ndarray] = {}
+    for direction in ("forward_lstm_1", "backward_lstm_1"):
+        for kind, gate, shape in zip(kinds, "iiicccfffooo", shapes):
+            name = f"bi/{direction}/{kind}_{gate}"
+            arrays[name] = rng.normal(size=shape).astype("float32")
+    lstm = {
+        "class_name": "LSTM",
+        "config": {"name": "lstm_1", "output_dim": 3, "inner_activation": "sigmoid"},
+    }
+    config = {
+        "class_name": "Sequential",
+        "config": [
+            {
+                "class_name": "Bidirectional",
+                "config": {
+                    "name": "bi",
+                    "layer": lstm,
+                    "merge_mode": "concat",
+                    "batch_input_shape": [None, 4, 2],
+                },
+            }
+        ],
+    }
+    migrated = migrate.migrate_keras3(_model(config, arrays))
+    assert migrated.names == tuple(
+        f"bi/{d}/{k}"
+        for d in ("forward_lstm_1", "backward_lstm_1")
+        for k in ("kernel", "recurrent_kernel", "bias")
+    )
+    w = [arrays[n] for n in arrays if n.startswith("bi/backward")]
+    np.testing.assert_array_equal(
+        migrated.tensor("bi/backward_lstm_1/kernel").read(),
+        np.concatenate([w[0], w[6], w[3], w[9]], -1),
+    )
