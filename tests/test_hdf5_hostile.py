@@ -457,3 +457,40 @@ def test_variable_length_sequence_attribute_is_refused(tmp_path: Path) -> None:
     with hdf5.read(path, ReadOptions()) as model:
         assert model.metadata["attributes"]["odd"].startswith("<unreadable")
         assert "class" in model.metadata["attributes"]["odd"]
+
+
+def test_heap_id_claiming_gigabytes_is_refused_before_libhdf5_reads(
+    tmp_path: Path,
+) -> None:
+    # libhdf5 allocates and clears the length a heap ID claims (up to 4 GiB)
+    # before it compares it with the heap object; found by fuzzing.
+    path = tmp_path / "claim.h5"
+    text = "tensorflow-backend"
+    with _keras_file(path, []) as h5:
+        h5.attrs["backend"] = text
+    data = bytearray(path.read_bytes())
+    heap = data.find(b"GCOL")
+    needle = len(text).to_bytes(4, "little") + heap.to_bytes(8, "little")
+    at = data.find(needle)
+    assert at >= 0, "the heap ID of the 'backend' attribute"
+    data[at : at + 4] = (0xC0000000).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(HostileInputError, match="claims 3221225472 bytes"):
+        read_all(path)
+
+
+def test_text_attributes_read_with_a_userblock(tmp_path: Path) -> None:
+    path = tmp_path / "ub.h5"
+    with h5py.File(path, "w", userblock_size=512) as h5:
+        h5.attrs["keras_version"] = "3.1.0"
+        h5.attrs["backend"] = "jax"
+        h5.attrs["model_config"] = json.dumps(
+            {"class_name": "Sequential", "config": {"layers": []}}
+        )
+        weights = h5.create_group("model_weights")
+        weights.attrs["layer_names"] = ["d"]
+        weights.create_group("d").attrs["weight_names"] = ["kernel"]
+        weights["d/kernel"] = np.ones((2, 2), "f4")
+    with hdf5.read(path, ReadOptions()) as model:
+        assert model.metadata["backend"] == "jax"
+        assert model.names == ("d/kernel",)

@@ -284,7 +284,7 @@ def read_attr(obj: h5py.HLObject, name: str) -> Any:
             f"{cls}, not text or numbers; the file is damaged or not a model"
         )
     if cls == h5py.h5t.STRING and h5type.is_variable_str():
-        check_global_heaps(obj.file)
+        check_vlen_attribute(obj, name)
     declared = math.prod(shape or ()) * max(1, int(itemsize))
     if declared > MAX_ATTRIBUTE_BYTES:
         raise LimitExceededError(
@@ -300,56 +300,89 @@ def read_attr(obj: h5py.HLObject, name: str) -> Any:
         ) from exc
 
 
-# Files whose global heaps were checked: (path, size, mtime) -> None.
-_CHECKED_HEAPS: dict[tuple[str, int, int], None] = {}
+# Variable-length strings (every attribute Keras writes through h5py 3) live
+# in global heap collections, and libhdf5 1.14 trusts them too much: a free
+# object of size 0 in a collection makes it loop forever, an object size
+# past the collection makes it read wild memory, and the length stored in a
+# string's heap ID makes it allocate and clear that many bytes (up to 4 GiB
+# each) before it notices the mismatch. All three were found by fuzzing
+# Keras files. So before libhdf5 reads a variable-length attribute, the
+# collections are walked here (found by their "GCOL" signature) and the
+# attribute's heap IDs, read from the raw object header, are checked
+# against them.
+
+MAX_HEADER_CHUNKS = 1000
+MAX_HEADER_CHUNK_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class _FileFacts:
+    path: str
+    base: int  # userblock size: HDF5 addresses are relative to it
+    sizeof_addr: int
+    sizeof_size: int
+    # collection address -> {object index: object size}
+    heaps: dict[int, dict[int, int]]
+
+
+_FACTS: dict[tuple[str, int, int], _FileFacts] = {}
 
 
 def check_global_heaps(h5: h5py.File) -> None:
-    """Refuse a file whose global heap collections are inconsistent.
+    """Refuse a file whose global heap collections are inconsistent."""
+    _file_facts(h5)
 
-    Variable-length strings (every attribute Keras writes with h5py 3) live
-    in global heap collections. libhdf5 1.14 walks a collection's objects
-    without checking that each step advances and stays inside it: a free
-    object of size 0 makes it loop forever, a huge size makes it read wild
-    memory. So before the first variable-length read, each collection in the
-    file (found by its "GCOL" signature) is walked here with those checks.
-    """
+
+def _file_facts(h5: h5py.File) -> _FileFacts:
     path = h5.filename
     try:
         stat = os.stat(path)
-    except OSError as exc:
-        raise InputError(f"cannot stat {path!r}: {exc.strerror}") from exc
+    except (OSError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"cannot check the HDF5 file {path!r} before reading its text "
+            f"attributes ({exc}); modelconv reads text only from files on disk"
+        ) from exc
     key = (path, stat.st_size, stat.st_mtime_ns)
-    if key in _CHECKED_HEAPS:
-        return
+    facts = _FACTS.get(key)
+    if facts is not None:
+        return facts
     try:
-        sizeof_size = int(h5.id.get_create_plist().get_sizes()[1])
-    except H5_ERRORS:
-        sizeof_size = 8
-    with open(path, "rb") as handle:
-        if stat.st_size == 0:
-            return
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        fcpl = h5.id.get_create_plist()
+        sizeof_addr, sizeof_size = (int(n) for n in fcpl.get_sizes())
+        base = int(fcpl.get_userblock())
+    except H5_ERRORS as exc:
+        raise InputError(f"HDF5 file {path!r}: cannot read its sizes ({exc})") from exc
+    heaps: dict[int, dict[int, int]] = {}
+    if stat.st_size:
+        with (
+            open(path, "rb") as handle,
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
+        ):
             start = data.find(b"GCOL")
             while start >= 0:
-                _check_collection(data, start, sizeof_size, path)
+                objects = _check_collection(data, start, sizeof_size, path)
+                if objects is not None:
+                    heaps[start - base] = objects
                 start = data.find(b"GCOL", start + 4)
-    _CHECKED_HEAPS[key] = None
+    facts = _FileFacts(path, base, sizeof_addr, sizeof_size, heaps)
+    _FACTS[key] = facts
+    return facts
 
 
-def _check_collection(data: mmap.mmap, start: int, sizeof_size: int, path: str) -> None:
+def _check_collection(
+    data: mmap.mmap, start: int, sizeof_size: int, path: str
+) -> dict[int, int] | None:
     header = 8 + sizeof_size  # signature, version, 3 reserved, collection size
     object_header = 8 + sizeof_size  # index, refcount, 4 reserved, size
     if start + header > len(data) or data[start + 4] != 1:
-        return  # not a collection header (version 1 is the only one)
+        return None  # not a collection header (version 1 is the only one)
     size = int.from_bytes(data[start + 8 : start + header], "little")
     if size < header + object_header or start + size > len(data):
-        return  # implausible: GCOL inside raw data, not a heap
+        return None  # implausible: "GCOL" inside raw data, not a heap
+    objects: dict[int, int] = {}
     end = start + size
     pos = start + header
-    while pos < end:
-        if pos + object_header > end:
-            break  # a tail too small for an object is free space
+    while pos + object_header <= end:  # a smaller tail is free space
         index = int.from_bytes(data[pos : pos + 2], "little")
         length = int.from_bytes(data[pos + 8 : pos + object_header], "little")
         need = length if index == 0 else object_header + (length + 7) // 8 * 8
@@ -359,7 +392,197 @@ def _check_collection(data: mmap.mmap, start: int, sizeof_size: int, path: str) 
                 f"size {length} at byte {pos} that does not fit its collection; "
                 "libhdf5 would loop or read outside it, so the file is refused"
             )
+        if index:
+            objects[index] = length
         pos += need
+    return objects
+
+
+def check_vlen_attribute(obj: h5py.HLObject, name: str) -> None:
+    """Check a variable-length string attribute's heap IDs before reading it."""
+    facts = _file_facts(obj.file)
+    where = f"attribute {name!r} of {obj.name!r}"
+    with open(facts.path, "rb") as handle:
+        reader = _Reader(handle, facts)
+        dense = False
+        for kind, payload in _header_messages(reader, object_addr(obj)):
+            if kind == 0x0C:
+                found = _attribute_message(payload, facts, name, where)
+                if found:
+                    return
+            elif kind == 0x15:
+                dense = True
+    raise InputError(
+        f"{where} is not stored in its object's header"
+        + (" (dense attribute storage)" if dense else "")
+        + "; modelconv cannot check its text before libhdf5 reads it, so it is "
+        "refused (Keras never stores attributes that way)"
+    )
+
+
+class _Reader:
+    def __init__(self, handle: Any, facts: _FileFacts) -> None:
+        self.handle = handle
+        self.facts = facts
+        self.size = os.fstat(handle.fileno()).st_size
+
+    def read(self, addr: int, length: int, what: str) -> bytes:
+        start = self.facts.base + addr
+        if addr < 0 or length < 0 or start + length > self.size:
+            raise InputError(
+                f"HDF5 {what} at address {addr} (+{length} bytes) lies outside "
+                "the file; the file is damaged"
+            )
+        self.handle.seek(start)
+        return bytes(self.handle.read(length))
+
+
+def _number(data: bytes, pos: int, width: int) -> int:
+    if pos + width > len(data):
+        raise InputError("HDF5 object header is truncated; the file is damaged")
+    return int.from_bytes(data[pos : pos + width], "little")
+
+
+def _header_messages(reader: _Reader, addr: int) -> Iterator[tuple[int, bytes]]:
+    """(type, payload) of every message in an object header, v1 or v2.
+
+    Layouts from the HDF5 file format specification, section IV.A: version 1
+    headers have a 16-byte prefix and 8-byte message headers; version 2
+    ("OHDR") a variable prefix, 4-byte message headers (6 when creation order
+    is tracked) and continuation chunks that start with "OCHK".
+    """
+    head = reader.read(addr, 16, "object header")
+    version2 = head[:4] == b"OHDR"
+    if version2:
+        flags = head[5]
+        pos = 6 + (16 if flags & 0x20 else 0) + (4 if flags & 0x10 else 0)
+        width = 1 << (flags & 0x03)
+        prefix = reader.read(addr, pos + width, "object header")
+        first = (addr + pos + width, _number(prefix, pos, width), False)
+        message_head = 6 if flags & 0x04 else 4
+    else:
+        if head[0] != 1:
+            raise InputError(f"HDF5 object header at {addr} has an unknown version")
+        first = (addr + 16, _number(head, 8, 4), False)
+        message_head = 8
+    chunks = [first]
+    seen: set[int] = set()
+    while chunks:
+        start, length, continued = chunks.pop(0)
+        if start in seen or len(seen) >= MAX_HEADER_CHUNKS:
+            raise HostileInputError(
+                f"HDF5 object header at {addr} has looping or too many "
+                "continuation chunks; the file is refused"
+            )
+        if length > MAX_HEADER_CHUNK_BYTES:
+            raise LimitExceededError(
+                f"HDF5 object header chunk of {length} bytes at {start}; refused"
+            )
+        seen.add(start)
+        data = reader.read(start, length, "object header chunk")
+        if version2 and continued:
+            if data[:4] != b"OCHK":
+                raise InputError("HDF5 continuation chunk lacks its signature")
+            data = data[4:-4]  # signature and checksum
+        for kind, payload in _chunk_messages(data, version2, message_head):
+            if kind == 0x10:  # continuation: address, then length
+                width = reader.facts.sizeof_addr
+                target = _number(payload, 0, width)
+                size = _number(payload, width, reader.facts.sizeof_size)
+                chunks.append((target, size, True))
+            yield kind, payload
+
+
+def _chunk_messages(
+    data: bytes, version2: bool, message_head: int
+) -> Iterator[tuple[int, bytes]]:
+    pos = 0
+    # A tail shorter than a message header is a gap (version 2) or padding.
+    while pos + message_head <= len(data):
+        if version2:
+            kind, size = data[pos], _number(data, pos + 1, 2)
+        else:
+            kind, size = _number(data, pos, 2), _number(data, pos + 2, 2)
+        body = data[pos + message_head : pos + message_head + size]
+        if len(body) != size:
+            raise InputError("HDF5 object header message overruns its chunk")
+        yield kind, body
+        pos += message_head + size
+
+
+def _pad8(n: int) -> int:
+    return (n + 7) // 8 * 8
+
+
+def _attribute_message(
+    payload: bytes, facts: _FileFacts, name: str, where: str
+) -> bool:
+    """Check the heap IDs of attribute ``name``; False if this is another one."""
+    version = payload[0] if payload else 0
+    if version not in (1, 2, 3):
+        raise InputError(f"{where}: attribute message version {version} unknown")
+    flags = payload[1] if version > 1 else 0
+    name_size = _number(payload, 2, 2)
+    type_size = _number(payload, 4, 2)
+    space_size = _number(payload, 6, 2)
+    pad = _pad8 if version == 1 else (lambda n: n)
+    pos = 8 + (1 if version == 3 else 0)
+    raw_name = payload[pos : pos + name_size].split(b"\0", 1)[0]
+    if raw_name.decode("utf-8", "replace") != name:
+        return False
+    if flags & 0x03:
+        raise InputError(f"{where} uses a shared datatype or dataspace; refused")
+    pos += pad(name_size)
+    dtype = payload[pos : pos + type_size]
+    pos += pad(type_size)
+    space = payload[pos : pos + space_size]
+    pos += pad(space_size)
+    if not dtype or dtype[0] & 0x0F != 9:
+        return True  # not variable-length: nothing in the heap to check
+    count = _space_count(space, facts.sizeof_size, where)
+    width = 4 + facts.sizeof_addr + 4
+    data = payload[pos:]
+    if count * width > len(data):
+        raise InputError(f"{where}: its data is shorter than its dataspace")
+    for i in range(count):
+        item = data[i * width : (i + 1) * width]
+        length = int.from_bytes(item[:4], "little")
+        if length == 0:
+            continue
+        heap = int.from_bytes(item[4 : 4 + facts.sizeof_addr], "little")
+        index = int.from_bytes(item[4 + facts.sizeof_addr :], "little")
+        stored = facts.heaps.get(heap, {}).get(index)
+        if stored is None or length > stored:
+            raise HostileInputError(
+                f"{where}: string {i} claims {length} bytes in global heap "
+                f"object {index} at {heap}, which holds "
+                f"{'nothing' if stored is None else stored}; libhdf5 would "
+                "allocate the claim before noticing, so the file is refused"
+            )
+    return True
+
+
+def _space_count(space: bytes, sizeof_size: int, where: str) -> int:
+    if len(space) < 4:
+        raise InputError(f"{where}: its dataspace is truncated")
+    version, rank = space[0], space[1]
+    if version == 1:
+        pos = 8
+    elif version == 2:
+        if space[3] == 2:
+            return 0  # null dataspace
+        pos = 4
+    else:
+        raise InputError(f"{where}: dataspace version {version} unknown")
+    count = 1
+    for axis in range(rank):
+        start = pos + axis * sizeof_size
+        if start + sizeof_size > len(space):
+            raise InputError(f"{where}: its dataspace is truncated")
+        count *= int.from_bytes(space[start : start + sizeof_size], "little")
+    if count * 16 > MAX_ATTRIBUTE_BYTES:
+        raise LimitExceededError(f"{where} declares {count} strings; refused")
+    return count
 
 
 def as_text(value: Any, what: str) -> str:
