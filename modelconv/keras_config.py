@@ -1778,6 +1778,50 @@ def _node_index(
     )
 
 
+_NodeKey = tuple[int, int]  # (layer index, node index)
+
+
+@dataclass
+class _Edges:
+    """Which nodes each node reads, and which nodes read it."""
+
+    by_name: dict[str, int]
+    deps: dict[_NodeKey, list[_NodeKey]]
+    users: dict[_NodeKey, list[_NodeKey]]
+    remaining: dict[_NodeKey, int]
+    form: int
+
+    def release(self, key: _NodeKey, ready: deque[_NodeKey]) -> None:
+        """Mark a node's outputs known; queue the nodes now ready."""
+        for user in self.users.get(key, []):
+            self.remaining[user] -= 1
+            if self.remaining[user] == 0:
+                ready.append(user)
+
+    def source(
+        self, model: _ModelSpec, ref: _Ref, where: str, output: bool
+    ) -> _NodeKey:
+        if ref.layer not in self.by_name:
+            raise InputError(
+                f"Keras config: {where}: refers to unknown layer {ref.layer!r}"
+            )
+        src = self.by_name[ref.layer]
+        return src, _node_index(model, model.specs[src], ref, output, self.form)
+
+
+def _edges(model: _ModelSpec, form: int) -> _Edges:
+    edges = _Edges({s.name: i for i, s in enumerate(model.specs)}, {}, {}, {}, form)
+    for li, spec in enumerate(model.specs):
+        where = f"layer {spec.name!r}, key 'inbound_nodes'"
+        for ni, refs in enumerate(spec.nodes):
+            need = [edges.source(model, ref, where, False) for ref in refs]
+            edges.deps[(li, ni)] = need
+            edges.remaining[(li, ni)] = len(set(need))
+            for key in set(need):
+                edges.users.setdefault(key, []).append((li, ni))
+    return edges
+
+
 def _run_functional(
     model: _ModelSpec, feed: Shapes | None, ctx: _Ctx, depth: int
 ) -> _Run:
@@ -1786,103 +1830,71 @@ def _run_functional(
     Each node's outputs are computed when its inputs are known; a layer's
     weights come from its first node, the call that builds it in Keras.
     """
-    by_name = {spec.name: i for i, spec in enumerate(model.specs)}
-    deps: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    users: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for li, spec in enumerate(model.specs):
-        for ni, refs in enumerate(spec.nodes):
-            need = []
-            for ref in refs:
-                if ref.layer not in by_name:
-                    raise InputError(
-                        f"Keras config: layer {spec.name!r}, key 'inbound_nodes': "
-                        f"refers to unknown layer {ref.layer!r}"
-                    )
-                src = by_name[ref.layer]
-                need.append(
-                    (src, _node_index(model, model.specs[src], ref, False, ctx.form))
-                )
-            deps[(li, ni)] = need
-            for key in set(need):
-                users.setdefault(key, []).append((li, ni))
-
-    fed: dict[str, Shape | None] = {}
-    for ref, shape in zip(model.inputs, feed or []):
-        if shape is not None:
-            fed[ref.layer] = shape
-
-    outputs: dict[tuple[int, int], Shapes | None] = {}
+    edges = _edges(model, ctx.form)
+    fed = {ref.layer: shape for ref, shape in zip(model.inputs, feed or []) if shape}
+    outputs: dict[_NodeKey, Shapes | None] = {}
     results: list[_Result | None] = [None] * len(model.specs)
-    remaining = {key: len(set(need)) for key, need in deps.items()}
-    ready: deque[tuple[int, int]] = deque()
+    ready: deque[_NodeKey] = deque()
+
+    # Roots: InputLayers, Keras 1.2 Merge branch heads, unconnected layers.
     for li, spec in enumerate(model.specs):
         if spec.nodes:
-            ready.extend(
-                (li, ni) for ni in range(len(spec.nodes)) if not deps[(li, ni)]
-            )
+            keys = [(li, ni) for ni in range(len(spec.nodes))]
+            ready.extend(key for key in keys if not edges.deps[key])
             continue
         if spec.class_name == "InputLayer":
             shape = fed.get(spec.name) or _input_shape(spec.config, spec.name)
-            outputs[(li, 0)] = [shape]
             results[li] = _Result([], [[shape]], True)
+            outputs[(li, 0)] = [shape]
         else:
-            # A root fed from outside (Keras 1.2 Merge branch) or a layer not
-            # connected in this model: weights, and outputs when fed.
             feed_in = [spec.declared] if spec.declared is not None else []
             weights, known, outs = _evaluate(spec, feed_in, ctx, depth, True)
             results[li] = _Result(weights, [outs] if feed_in else [], known)
             outputs[(li, 0)] = outs
-        for user in users.get((li, 0), []):
-            remaining[user] -= 1
-            if remaining[user] == 0:
-                ready.append(user)
+        edges.release((li, 0), ready)
 
     while ready:
-        li, ni = ready.popleft()
+        li, ni = key = ready.popleft()
         spec = model.specs[li]
-        shapes: Shapes = []
-        for ref, key in zip(spec.nodes[ni], deps[(li, ni)]):
-            produced = outputs.get(key)
-            shape = None
-            if produced is not None and ref.tensor < len(produced):
-                shape = produced[ref.tensor]
-            shapes.append(shape if shape is not None else ref.recorded)
+        shapes = _node_inputs(spec.nodes[ni], edges.deps[key], outputs)
         if ni == 0 and all(s is None for s in shapes):
             shapes = _build_shapes(spec) or shapes
-        weights, known, outs = _evaluate(spec, shapes, ctx, depth, ni == 0)
+        weights, known, outputs[key] = _evaluate(spec, shapes, ctx, depth, ni == 0)
         if ni == 0:
             results[li] = _Result(weights, [], known)
-        outputs[(li, ni)] = outs
-        for user in users.get((li, ni), []):
-            remaining[user] -= 1
-            if remaining[user] == 0:
-                ready.append(user)
+        edges.release(key, ready)
 
     for li, spec in enumerate(model.specs):
         result = results[li]
-        if result is None or any(
-            (li, n) not in outputs for n in range(len(spec.nodes))
-        ):
+        node_keys = [(li, n) for n in range(len(spec.nodes))]
+        if result is None or any(k not in outputs for k in node_keys):
             raise InputError(
                 f"Keras config: layer {spec.name!r}, key 'inbound_nodes': its "
                 "inputs form a cycle or depend on a layer that never runs"
             )
         if spec.nodes:
-            result.node_outputs = [outputs[(li, n)] for n in range(len(spec.nodes))]
-    out_shapes: Shapes = []
-    for ref in model.outputs:
-        if ref.layer not in by_name:
-            raise InputError(
-                f"Keras config: model {model.name!r}, key 'output_layers': refers "
-                f"to unknown layer {ref.layer!r}"
-            )
-        src = by_name[ref.layer]
-        key = (src, _node_index(model, model.specs[src], ref, True, ctx.form))
-        produced = outputs.get(key)
-        out_shapes.append(
-            produced[ref.tensor] if produced and ref.tensor < len(produced) else None
-        )
+            result.node_outputs = [outputs[k] for k in node_keys]
+
+    where = f"model {model.name!r}, key 'output_layers'"
+    sources = [edges.source(model, ref, where, True) for ref in model.outputs]
+    out_shapes = _node_inputs(model.outputs, sources, outputs)
     return _Run([r for r in results if r is not None], out_shapes)
+
+
+def _node_inputs(
+    refs: list[_Ref],
+    sources: list[_NodeKey],
+    outputs: dict[_NodeKey, Shapes | None],
+) -> Shapes:
+    """The shapes a node reads; Keras 3's recorded shapes fill unknowns."""
+    shapes: Shapes = []
+    for ref, key in zip(refs, sources):
+        produced = outputs.get(key)
+        shape = None
+        if produced is not None and ref.tensor < len(produced):
+            shape = produced[ref.tensor]
+        shapes.append(ref.recorded if shape is None else shape)
+    return shapes
 
 
 def _build_shapes(spec: _Spec) -> Shapes | None:
