@@ -445,6 +445,7 @@ _CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
     "LayerNormalization": {"epsilon": 0.001, "center": True, "scale": True},
     "Embedding": {"mask_zero": False},
     "Flatten": {"data_format": "channels_last"},
+    "Lambda": {"arguments": {}},
 }
 # Names Keras generates for unnamed models (Keras 3 `sequential`,
 # `functional_1`; tf.keras `model`, `sequential_2`).
@@ -531,6 +532,8 @@ def normalise_config(
                 value = {"class_name": _camel(value), "config": {}}
             out[key] = normalise_config(value, form=form)
         out = _named_initializer(out)
+        if class_name == "Lambda":
+            out = _lambda_keras3_form(out)
         if class_name == "BatchNormalization" and isinstance(out.get("axis"), int):
             # tf.keras 2.x stores axis as a list after building; Keras 3 as int.
             out["axis"] = [out["axis"]]
@@ -572,6 +575,28 @@ def _named_initializer(obj: dict[str, Any]) -> dict[str, Any]:
         k: v for k, v in config.items() if k not in ("scale", "mode", "distribution")
     }
     return {**obj, "class_name": name, "config": rest}
+
+
+def _lambda_keras3_form(config: dict[str, Any]) -> dict[str, Any]:
+    """A Lambda config with Keras 2's function spelling in Keras 3's.
+
+    Keras 2 writes ``function: [code, defaults, closure]`` beside
+    ``function_type: "lambda"``; Keras 3 writes ``function: {"class_name":
+    "__lambda__", "config": {code, defaults, closure}}``. The code is the
+    same bytes either way.
+    """
+    out = dict(config)
+    for key in ("function", "output_shape"):
+        kind = out.pop(f"{key}_type", None)
+        out.pop(f"{key}_module", None)
+        value = out.get(key)
+        if kind == "lambda" and isinstance(value, list) and len(value) == 3:
+            code, defaults, closure = value
+            out[key] = {
+                "class_name": "__lambda__",
+                "config": {"code": code, "defaults": defaults, "closure": closure},
+            }
+    return out
 
 
 def _camel(name: str) -> str:

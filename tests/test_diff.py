@@ -822,3 +822,45 @@ def test_memory_follows_the_chunk_not_the_tensor() -> None:
     assert result.tensors[0].mismatched is not None
     assert result.tensors[0].max_abs_diff == 0.5
     assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_lambda_function_spellings_are_equal() -> None:
+    code = "4wEAAAAAAAAA"
+
+    def lam(config: dict[str, Any]) -> Model:
+        entry = {"class_name": "Lambda", "config": {"name": "lam", **config}}
+        layers = [
+            {
+                "class_name": "InputLayer",
+                "config": {"batch_shape": [None, 2], "name": "x"},
+            },
+            entry,
+        ]
+        seq = {"class_name": "Sequential", "config": {"name": "s", "layers": layers}}
+        return Model(architecture=build_architecture(seq))
+
+    keras3 = lam(
+        {
+            "function": {
+                "class_name": "__lambda__",
+                "config": {"code": code, "defaults": None, "closure": None},
+            },
+            "arguments": {},
+        }
+    )
+    keras2 = lam(
+        {
+            "function": [code, None, None],
+            "function_type": "lambda",
+            "module": "__main__",
+            "output_shape": None,
+            "output_shape_type": "raw",
+            "output_shape_module": None,
+            "arguments": {},
+        }
+    )
+    assert counted(diff_models(keras3, keras2)) == []
+    other = lam({"function": ["AAAA", None, None], "function_type": "lambda"})
+    assert [c.path for c in counted(diff_models(keras3, other))] == [
+        "/layers/lam/config/function/config/code"
+    ]
