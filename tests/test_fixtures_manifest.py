@@ -297,3 +297,16 @@ def test_sklearn_facts() -> None:
     assert reg["out_activation_"] == "identity" and reg["n_features_in_"] == 5
     shapes = [w["shape"] for w in BY_FILE["sk_mlp_classifier.pkl"]["weights"].values()]
     assert shapes[:3] == [[4, 16], [16, 8], [8, 3]]
+
+
+def test_load_checks_record_what_the_real_libraries_open() -> None:
+    loads = {e["file"]: e.get("loads_in") for e in ENTRIES}
+    # Every Keras model file was loaded back by the script in both libraries.
+    for e in KERAS_MODELS:
+        assert set(loads[e["file"]] or {}) == {"keras3", "tf_keras"}, e["file"]
+    for name in ("k3_iris_mlp.h5", "k3_iris_mlp.keras", "k3_iris_mlp.weights.h5"):
+        assert loads[name]["keras3"] == "equal", name
+    for name in ("tfk_iris_mlp.h5", "tfk_iris_mlp.keras", "tfk_conv_lstm.h5"):
+        assert loads[name]["tf_keras"] == "equal", name
+    assert "time_major" in loads["tfk_conv_lstm.h5"]["keras3"]
+    assert loads["tfk_same_mlp.h5"] == {"keras3": "equal", "tf_keras": "equal"}
