@@ -23,7 +23,12 @@ from typing import Any
 import numpy as np
 
 from .diff import SCHEMA, Diff, diff_models, json_value
-from .errors import LossyConversionError, ModelconvError, UsageError
+from .errors import (
+    InternalError,
+    LossyConversionError,
+    ModelconvError,
+    UsageError,
+)
 from .formats import FORMATS, FormatInfo, get_format
 from .formats.base import WriteOptions
 from .limits import DEFAULT_MAX_BYTES
@@ -240,8 +245,16 @@ def check_format(
         with api.load(output, format=info.name) as back:
             result = diff_models(model, back, optimizer=True)
             names_ok = model.names == back.names
+    except ModelconvError as exc:
+        if not named and not isinstance(exc, InternalError):
+            # The writer refused this model (a construct it has no place
+            # for): the format cannot carry it, as if losses() had said so.
+            return _skipped(info, f"refused: {exc}", losses), None
+        return FormatCheck(
+            info.name, VerifyStatus.ERROR, lost=tuple(losses), reason=str(exc)
+        ), None
     except Exception as exc:  # noqa: BLE001 - every failure is reported per format
-        message = str(exc) if isinstance(exc, ModelconvError) else repr(exc)
+        message = _message(exc)
         return FormatCheck(
             info.name, VerifyStatus.ERROR, lost=tuple(losses), reason=message
         ), None

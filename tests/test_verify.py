@@ -256,3 +256,29 @@ def test_public_api(npz_model: Path) -> None:
     import modelconv.verify  # binds the package attribute to the module
 
     assert modelconv.verify(npz_model, via=["json"]).exit_code == 0
+
+
+def test_a_writer_refusal_skips_unless_named(
+    npz_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelconv.errors import ReadBackMismatchError, UnsupportedError
+
+    real_save = api.save
+
+    def refusing_save(model: Model, path: Any, **kw: Any) -> Any:
+        if kw.get("format") == "json":
+            raise UnsupportedError("json has no place for this construct")
+        if kw.get("format") == "npz":
+            raise ReadBackMismatchError("npz read back differently")
+        return real_save(model, path, **kw)
+
+    monkeypatch.setattr(api, "save", refusing_save)
+    checks = _by_format(verify_path(npz_model))
+    assert checks["json"].status is VerifyStatus.SKIPPED
+    assert "no place" in (checks["json"].reason or "")
+    # modelconv's own faults are never hidden as skips.
+    assert checks["npz"].status is VerifyStatus.ERROR
+
+    named = verify_path(npz_model, via=["json"])
+    assert named.formats[0].status is VerifyStatus.ERROR
+    assert named.exit_code == 1
