@@ -209,6 +209,7 @@ class _Ctx:
 
     form: int
     warnings: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
     layer_count: int = 0
     evaluations: int = 0
     # Nested models are run once per distinct input shapes, and wrapped
@@ -225,7 +226,8 @@ class _Ctx:
             )
 
     def warn(self, message: str) -> None:
-        if message not in self.warnings:
+        if message not in self.seen:
+            self.seen.add(message)
             self.warnings.append(message)
 
 
@@ -1773,8 +1775,9 @@ def _node_index(
         # An InputLayer, or a Keras 1.2 Merge branch head: one implicit node.
         return 0
     raise InputError(
-        f"Keras config: model {model.name!r}: layer {ref.layer!r} has no node "
-        f"{ref.node} (it has {count}); the inbound_nodes are inconsistent"
+        f"Keras config: model {model.name!r}, key "
+        f"'{'output_layers' if output else 'inbound_nodes'}': layer {ref.layer!r} "
+        f"has no node {ref.node} (it has {count}); the references are inconsistent"
     )
 
 
