@@ -1092,16 +1092,24 @@ def match_tensors(
             matched[tensor.name] = (other, "position")
             used_b.add(other.name)
 
-    # Optimizer state has format-specific names (`optimizer/adam/..._momentum`
-    # in legacy .h5, `optimizer/0` in .keras archives) but the same order,
-    # Keras's optimizer.variables, in both: pair the rest in order when the
-    # counts agree.
-    rest_a = [t for t in a if t.name not in matched and t.role is Role.OPTIMIZER]
-    rest_b = [t for t in b if t.name not in used_b and t.role is Role.OPTIMIZER]
-    if rest_a and len(rest_a) == len(rest_b):
-        for ta, tb in zip(rest_a, rest_b):
-            matched[ta.name] = (tb, "position")
-            used_b.add(tb.name)
+    # Last, when no tensor of a role matched at all (two naming schemes),
+    # pair them in order if the counts agree and every pair agrees in shape
+    # and dtype. Optimizer state needs this: its names are format-specific
+    # (`optimizer/adam/..._momentum` in legacy .h5, `optimizer/0` in .keras)
+    # but both keep Keras's order. A partial overlap is never guessed at.
+    for role in Role:
+        all_a = [t for t in a if t.role is role]
+        rest_a = [t for t in all_a if t.name not in matched]
+        rest_b = [t for t in b if t.name not in used_b and t.role is role]
+        if len(rest_a) != len(all_a) or not rest_a or len(rest_a) != len(rest_b):
+            continue
+        if all(
+            (ta.shape, ta.dtype) == (tb.shape, tb.dtype)
+            for ta, tb in zip(rest_a, rest_b)
+        ):
+            for ta, tb in zip(rest_a, rest_b):
+                matched[ta.name] = (tb, "position")
+                used_b.add(tb.name)
 
     pairs: list[tuple[Tensor | None, Tensor | None, str | None]] = []
     for tensor in a:

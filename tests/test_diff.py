@@ -864,3 +864,31 @@ def test_lambda_function_spellings_are_equal() -> None:
     assert [c.path for c in counted(diff_models(keras3, other))] == [
         "/layers/lam/config/function/config/code"
     ]
+
+
+def test_two_naming_schemes_pair_in_order() -> None:
+    """Optimizer state is `optimizer/adam/..._momentum` in legacy .h5 and
+    `optimizer/0` in .keras: with no name in common, order decides."""
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((4, 3), (3,))]
+    legacy = ("optimizer/adam/dense_kernel_m", "optimizer/adam/dense_bias_m")
+    a = Model(
+        tensors=tuple(tensor(n, x, Role.OPTIMIZER) for n, x in zip(legacy, arrays))
+    )
+    b = Model(
+        tensors=tuple(
+            tensor(f"optimizer/{i}", x, Role.OPTIMIZER) for i, x in enumerate(arrays)
+        )
+    )
+    result = diff_models(a, b, optimizer=True)
+    assert result.identical
+    assert [(t.name_b, t.matched_by) for t in result.tensors] == [
+        ("optimizer/0", "position"),
+        ("optimizer/1", "position"),
+    ]
+    # Shapes that do not line up are not paired.
+    c = Model(tensors=(tensor("optimizer/0", arrays[1], Role.OPTIMIZER),))
+    assert {t.status for t in diff_models(a, c, optimizer=True).tensors} == {
+        TensorStatus.ONLY_IN_A,
+        TensorStatus.ONLY_IN_B,
+    }

@@ -22,8 +22,9 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 FIXTURE_MODELS = sorted(
     p.name
     for p in FIXTURES.glob("*")
-    if p.suffix in (".h5", ".keras", ".pkl", ".joblib")
+    if p.suffix in (".h5", ".keras", ".pkl", ".joblib", ".json", ".npz")
     and not p.name.endswith(".io.npz")
+    and p.name != "MANIFEST.json"
 )
 
 
