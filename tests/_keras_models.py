@@ -35,7 +35,6 @@ def _layer_tensors(layer: Any, prefix: str) -> list[Tensor]:
         for inner in layer.layers:
             out += _layer_tensors(inner, f"{prefix}/{inner.name}")
         return out
-    trainable = {id(v) for v in layer.trainable_weights}
     for variable in layer.weights:
         array = np.asarray(variable.numpy())
         role = Role.WEIGHT
@@ -49,8 +48,6 @@ def _layer_tensors(layer: Any, prefix: str) -> list[Tensor]:
                 ArraySource(array),
             )
         )
-        del trainable
-        trainable = set()
     return out
 
 

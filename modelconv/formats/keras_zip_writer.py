@@ -80,6 +80,16 @@ def losses(model: Model, options: WriteOptions) -> list[Loss]:
             )
         )
         return out
+    state = _unplaced_state(model, arch.config)
+    if state:
+        out.append(
+            Loss(
+                "state",
+                f"{len(state)} state tensors outside the layers "
+                f"({', '.join(t.name for t in state[:3])}) have no place in a "
+                ".keras archive; Keras 3 keeps no metric state there",
+            )
+        )
     if model.by_role(Role.OPTIMIZER) and not _keras3_optimizer(model):
         out.append(
             Loss(
@@ -101,6 +111,18 @@ def write(model: Model, path: Path, options: WriteOptions) -> None:
             "write it as HDF5 (--to hdf5) or NPZ instead"
         )
     config = keras3_config(arch.config, model.metadata)
+    state = _unplaced_state(model, config)
+    if state:
+        if not options.allow_lossy:
+            raise UnsupportedError(
+                f"state tensors {[t.name for t in state[:3]]} belong to no layer "
+                "and a .keras archive has no place for them; pass --allow-lossy "
+                "or --drop state"
+            )
+        dropped = {t.name for t in state}
+        model = model.replace(
+            tensors=tuple(t for t in model.tensors if t.name not in dropped)
+        )
     slots = weight_slots(model, config)
     optimizer = _keras3_optimizer(model)
     if model.by_role(Role.OPTIMIZER) and not optimizer and not options.allow_lossy:
@@ -125,6 +147,10 @@ def write(model: Model, path: Path, options: WriteOptions) -> None:
 def keras3_config(config: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict:
     """The top-level config.json document: model entry plus compile_config."""
     out = dict(config)
+    version = str((metadata.get("producer") or {}).get("version") or "")
+    if not version.startswith("3."):
+        # See _compile_config: a Keras 2 compile config stays in metadata.json.
+        out.pop("compile_config", None)
     out.setdefault("registered_name", None)
     if "build_config" not in out:
         shape = _model_input_shape(out)
@@ -145,26 +171,22 @@ def _model_input_shape(config: Mapping[str, Any]) -> Any:
 
 
 def _compile_config(metadata: Mapping[str, Any]) -> dict | None:
-    """A Keras 3 compile_config, only when the source already had one.
+    """A Keras 3 compile_config, only when the source was compiled by Keras 3.
 
-    A Keras 2 ``training_config`` names Keras 2 optimizers and metrics whose
-    arguments differ; it is kept in metadata but not compiled into the model.
+    A Keras 2 training config names Keras 2 optimizers and metrics whose
+    arguments Keras 3 reads differently (tf_keras writes
+    ``steps_per_execution: null``, which breaks Keras 3's predict); it is kept
+    in ``metadata.json`` under ``modelconv`` instead of compiled in.
     """
-    compile_config = metadata.get("compile_config")
-    if isinstance(compile_config, Mapping):
-        return dict(compile_config)
-    training = metadata.get("training_config")
-    if isinstance(training, str):
-        try:
-            training = json.loads(training)
-        except ValueError:
-            return None
-    if (
-        isinstance(training, Mapping)
-        and "optimizer" in training
-        and ("loss" in training)
-    ):
-        return dict(training)
+    version = str((metadata.get("producer") or {}).get("version") or "")
+    if not version.startswith("3."):
+        return None
+    for key in ("compile_config", "training_config"):
+        candidate = _plain(metadata.get(key))
+        # A Keras 3 compile_config names "optimizer"; the legacy HDF5
+        # training_config names "optimizer_config" and is another form.
+        if isinstance(candidate, Mapping) and "optimizer" in candidate:
+            return dict(candidate)
     return None
 
 
@@ -183,6 +205,8 @@ def archive_metadata(model: Model, slots: list[Slot]) -> dict[str, Any]:
             "source_format": model.format,
             "source_producer": dict(producer),
             "migrations": list(model.migrations),
+            "training_config": _plain(model.metadata.get("training_config")),
+            "compile_config": _plain(model.metadata.get("compile_config")),
             "tensors": [
                 {
                     "name": slot.tensor.name,
@@ -193,6 +217,16 @@ def archive_metadata(model: Model, slots: list[Slot]) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe copy of a training config (a JSON string is parsed)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _model_name(config: Mapping[str, Any]) -> str:
@@ -426,12 +460,26 @@ def _hyperslabs(
 
 
 def _keras3_optimizer(model: Model) -> bool:
-    """True when the optimizer tensors are in Keras 3's ``optimizer/vars`` layout."""
-    optimizer = model.by_role(Role.OPTIMIZER)
-    if not optimizer:
+    """True when the optimizer tensors are a Keras 3 optimizer's variables.
+
+    Keras 3 keeps them in ``optimizer.variables`` order (iterations, learning
+    rate, then per-variable slots) in both ``.keras`` and legacy HDF5 files.
+    A Keras 2 optimizer orders and names its slots differently, so its state
+    has no Keras 3 place.
+    """
+    if not model.by_role(Role.OPTIMIZER):
         return False
-    return all(
-        any(re.search(r"(^|/)optimizer/vars/\d+$", n) for n in (t.source_names or ()))
-        or re.search(r"(^|/)optimizer/vars/\d+$", t.name)
-        for t in optimizer
-    )
+    return str(model.producer.get("version") or "").startswith("3.")
+
+
+def _unplaced_state(model: Model, config: Mapping[str, Any]) -> list[Tensor]:
+    """State tensors outside every layer (tf_keras metric variables).
+
+    Keras 3 does not save metric state in ``.keras`` archives.
+    """
+    prefixes = [f"{layer.prefix}/" for layer in migrate.iter_layers(config)]
+    return [
+        t
+        for t in model.by_role(Role.STATE)
+        if not any(t.name.startswith(p) for p in prefixes)
+    ]
