@@ -42,6 +42,9 @@ Limitations (each gives None, never a wrong figure):
 - Classes not modelled (EinsumDense, LocallyConnected, Keras 1 Highway and
   MaxoutDense, preprocessing layers with state other than Normalization)
   are reported with a warning and no count.
+- Keras 3 ``keras.ops`` calls in a functional graph are layers here (they
+  carry edges) with no weights and no inferred shape; Keras leaves them out
+  of ``model.layers`` and of the weight files.
 - Keras 1.2 LSTM and GRU saved with ``consume_less`` "cpu" or "mem" keep
   one weight per gate; they are named ``kernel_i``, ``recurrent_kernel_i``,
   ``bias_i`` ... in Keras 1.2's order (LSTM i, c, f, o; GRU z, r, h).
@@ -1457,6 +1460,8 @@ def _evaluate(
             weights = [_Weight(w.name, w.shape, False) for w in weights]
         known = all(result.known for result in run.results)
         return _legacy_order(weights), known, run.outputs
+    if _is_op(spec.module):
+        return [], True, None
     known = True
     if want_weights:
         weights, known = _layer_weights(
@@ -1466,6 +1471,12 @@ def _evaluate(
         spec.class_name, spec.config, spec.name, inputs, ctx, depth, None
     )
     return weights, known, outputs
+
+
+def _is_op(module: Any) -> bool:
+    """Keras 3 functional graphs hold ``keras.ops`` calls as weightless nodes
+    (``keras.src.ops.numpy`` Mean, ...); their shapes come from the records."""
+    return isinstance(module, str) and module.startswith(("keras.src.ops", "keras.ops"))
 
 
 def _legacy_order(weights: list[_Weight]) -> list[_Weight]:
@@ -2023,6 +2034,8 @@ def layer_weight_names(
     if not isinstance(cfg, Mapping):
         raise _fail(cls, "config", cfg, "a mapping")
     name = str(cfg.get("name") or cls)
+    if _is_op(layer_config.get("module")):
+        return []
     inner = _parse_model(layer_config, ctx, 1) if _is_model(layer_config) else None
     weights, known = _layer_weights(cls, cfg, name, [], ctx, 0, inner)
     if not known:
