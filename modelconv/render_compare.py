@@ -218,6 +218,7 @@ def _notes(check: FormatCheck) -> list[str]:
         notes = notes[:MAX_NOTES] + [f"... {len(notes) - MAX_NOTES} more (--json)"]
     if check.reason:
         notes.insert(0, check.reason)
+    notes += list(check.notes)
     if check.migrations:
         notes.append("migrations: " + ", ".join(check.migrations))
     return notes
