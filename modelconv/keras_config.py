@@ -978,6 +978,14 @@ def _weightless_shape(
         return [out] if out is not None else None
     if cls == "Lambda":
         return _lambda_shape(cfg, x)
+    if cls in ("Resizing", "CenterCrop"):
+        height = _get_int(cfg, name, "height")
+        width = _get_int(cfg, name, "width")
+        first = _channels_first(cfg, name)
+        geo = _spatial(x, 2, first)
+        if x is None or geo is None or height is None or width is None:
+            return None
+        return [_assemble(x[0], [height, width], geo[1], first)]
     return None
 
 
