@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from modelconv.formats import detect
+from modelconv.formats.base import ReadOptions
 from modelconv.keras_config import build_architecture
 from modelconv.model import ArraySource, Model, Role, Tensor
 
@@ -109,3 +111,52 @@ def ir_from_config(
         format="hdf5",
         flavour="keras-model",
     )
+
+
+# Fixture helpers shared by the writer and down-level tests.
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# Pickles and joblib dumps of the same models are covered too: the readers
+# recognise pickled Keras models without running anything.
+SOURCE_SUFFIXES = (".h5", ".keras", ".pkl", ".joblib")
+
+
+def _sources() -> list[Path]:
+    found = []
+    for io in sorted(FIXTURES.glob("*.io.npz")):
+        stem = io.name[: -len(".io.npz")]
+        for suffix in SOURCE_SUFFIXES:
+            path = FIXTURES / f"{stem}{suffix}"
+            if path.exists():
+                found.append(path)
+    return found
+
+
+def _io(path: Path) -> tuple[Any, list[np.ndarray]]:
+    stem = path.name.split(".")[0]
+    data = np.load(FIXTURES / f"{stem}.io.npz")
+    xs = [data[k] for k in sorted(data.files) if k.startswith("x")]
+    ys = [data[k] for k in sorted(data.files) if k.startswith("y")]
+    return (xs[0] if len(xs) == 1 else xs), ys
+
+
+def read_fixture(path: Path) -> Model:
+    return detect(path).load().read(path, ReadOptions())
+
+
+def predict(model: Any, x: Any) -> list[np.ndarray]:
+    out = model.predict(x, verbose=0)
+    return [np.asarray(y) for y in (out if isinstance(out, list) else [out])]
+
+
+def assert_predictions(got: list[np.ndarray], want: list[np.ndarray], exact: bool):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        if exact:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def _is_keras3(model: Model) -> bool:
+    return str(model.producer.get("version") or "").startswith("3")

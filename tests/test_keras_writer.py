@@ -16,56 +16,19 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+from _keras_models import (
+    FIXTURES,
+    _io,
+    _is_keras3,
+    _sources,
+    assert_predictions,
+    predict,
+    read_fixture,
+)
 
-from modelconv.formats import detect, keras_zip_writer
-from modelconv.formats.base import ReadOptions, WriteOptions
+from modelconv.formats import keras_zip_writer
+from modelconv.formats.base import WriteOptions
 from modelconv.model import Model
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-# Pickles and joblib dumps of the same models are covered too: the readers
-# recognise pickled Keras models without running anything.
-SOURCE_SUFFIXES = (".h5", ".keras", ".pkl", ".joblib")
-
-
-def _sources() -> list[Path]:
-    found = []
-    for io in sorted(FIXTURES.glob("*.io.npz")):
-        stem = io.name[: -len(".io.npz")]
-        for suffix in SOURCE_SUFFIXES:
-            path = FIXTURES / f"{stem}{suffix}"
-            if path.exists():
-                found.append(path)
-    return found
-
-
-def _io(path: Path) -> tuple[Any, list[np.ndarray]]:
-    stem = path.name.split(".")[0]
-    data = np.load(FIXTURES / f"{stem}.io.npz")
-    xs = [data[k] for k in sorted(data.files) if k.startswith("x")]
-    ys = [data[k] for k in sorted(data.files) if k.startswith("y")]
-    return (xs[0] if len(xs) == 1 else xs), ys
-
-
-def read_fixture(path: Path) -> Model:
-    return detect(path).load().read(path, ReadOptions())
-
-
-def predict(model: Any, x: Any) -> list[np.ndarray]:
-    out = model.predict(x, verbose=0)
-    return [np.asarray(y) for y in (out if isinstance(out, list) else [out])]
-
-
-def assert_predictions(got: list[np.ndarray], want: list[np.ndarray], exact: bool):
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        if exact:
-            np.testing.assert_array_equal(a, b)
-        else:
-            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-
-
-def _is_keras3(model: Model) -> bool:
-    return str(model.producer.get("version") or "").startswith("3")
 
 
 @pytest.mark.keras

@@ -1,0 +1,103 @@
+"""Down-level to tf_keras: Keras 3 models written as legacy HDF5 for Keras 2.
+
+tf_keras 2.21 cannot open any HDF5 file Keras 3 writes (its configs hold
+Keras 3 node records, DTypePolicy objects and ``batch_shape``). Every Keras 3
+full-model fixture is converted with ``--for keras2`` (``target_keras``) and
+must load in ``tf_keras.models.load_model`` with predictions within 1e-6.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+from _keras_models import FIXTURES, _io, _is_keras3, predict, read_fixture
+
+from modelconv import migrate
+from modelconv.formats import hdf5
+from modelconv.formats.base import WriteOptions
+
+KERAS2 = WriteOptions(flavour="keras-model", target_keras="keras2", allow_lossy=True)
+
+
+def _keras3_sources() -> list[Path]:
+    found = []
+    for io in sorted(FIXTURES.glob("k3_*.io.npz")):
+        stem = io.name[: -len(".io.npz")]
+        for suffix in (".h5", ".keras", ".pkl", ".joblib"):
+            path = FIXTURES / f"{stem}{suffix}"
+            if path.exists():
+                found.append(path)
+    return found
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("path", _keras3_sources(), ids=lambda p: p.name)
+def test_keras3_fixture_loads_in_tf_keras(
+    path: Path, tf_keras: Any, tmp_path: Path
+) -> None:
+    x, want = _io(path)
+    out = tmp_path / "out.h5"
+    with read_fixture(path) as model:
+        assert _is_keras3(model)
+        hdf5.write(model, out, KERAS2)
+    loaded = tf_keras.models.load_model(out, compile=False)
+    got = predict(loaded, x)
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_keras2_file_has_the_tf_keras_form(tmp_path: Path) -> None:
+    """Root attributes, config form and weight names as tf_keras 2.21 writes."""
+    out = tmp_path / "out.h5"
+    with read_fixture(FIXTURES / "k3_conv_lstm.h5") as model:
+        hdf5.write(model, out, KERAS2)
+    with h5py.File(out) as h5:
+        assert str(h5.attrs["keras_version"]).startswith("2.")
+        assert h5.attrs["backend"] == "tensorflow"
+        config = json.loads(h5.attrs["model_config"])
+        text = h5.attrs["model_config"]
+        weights = h5["model_weights"]
+        lstm_names = [n.decode() if isinstance(n, bytes) else n
+                      for n in weights["lstm"].attrs["weight_names"]]  # fmt: skip
+    assert "__keras_tensor__" not in text and "registered_name" not in text
+    assert "DTypePolicy" not in text and "batch_shape" not in text
+    assert config["class_name"] == "Sequential"
+    first = config["config"]["layers"][0]
+    assert first["class_name"] == "InputLayer"
+    assert "batch_input_shape" in first["config"]
+    assert lstm_names == [
+        "lstm/lstm_cell/kernel:0",
+        "lstm/lstm_cell/recurrent_kernel:0",
+        "lstm/lstm_cell/bias:0",
+    ]
+
+
+def test_functional_keras2_nodes_are_nested_lists() -> None:
+    with read_fixture(FIXTURES / "k3_functional.h5") as model:
+        out = migrate.prepare_hdf5(model, KERAS2)
+    assert out.architecture is not None
+    layers = out.architecture.config["config"]["layers"]
+    concat = next(e for e in layers if e["name"] == "concat")
+    # tf_keras numbers the nested Sequential's calls from 1.
+    assert concat["inbound_nodes"] == [
+        [["sub_model", 1, 0, {}], ["sub_model", 2, 0, {}]]
+    ]
+    assert "node_form_keras2" in out.migrations
+    assert "nested_model_node_offset" in out.migrations
+    assert not out.by_role("optimizer")
+    assert any("optimizer" in w for w in out.warnings)
+
+
+def test_untouched_tensors_keep_their_bytes() -> None:
+    with read_fixture(FIXTURES / "k3_rnn_zoo.h5") as model:
+        out = migrate.prepare_hdf5(model, KERAS2)
+        for tensor in out.tensors:
+            source = model.tensor(tensor.name)
+            assert tensor.source is source.source
+            assert tensor.dtype == source.dtype
