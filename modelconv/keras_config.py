@@ -1031,14 +1031,14 @@ def _lambda_warning(cfg: Mapping[str, Any], name: str) -> str:
             f"layer {name!r} is a Lambda carrying Python bytecode (Keras 3 "
             "__lambda__); it is kept verbatim and never decoded or run"
         )
-    if kind == "lambda" or (kind is None and isinstance(function, (list, str))):
-        if kind == "lambda" or isinstance(function, list):
-            # Keras 1/2 store marshalled code as base64 (a list in Keras 2).
-            return (
-                f"layer {name!r} is a Lambda carrying marshalled Python bytecode "
-                "(Keras 1/2 function_type 'lambda'); it is kept verbatim and "
-                "never decoded or run"
-            )
+    if kind == "lambda" or (kind is None and isinstance(function, list)):
+        # Keras 1.2 and 2 store marshalled code as base64 (Keras 2 as a list
+        # of code, defaults and closure) with function_type "lambda".
+        return (
+            f"layer {name!r} is a Lambda carrying marshalled Python bytecode "
+            "(Keras 1/2 function_type 'lambda'); it is kept verbatim and "
+            "never decoded or run"
+        )
     shown = function if isinstance(function, str) else None
     if isinstance(function, Mapping):
         inner = function.get("config")
@@ -1395,7 +1395,7 @@ def _wire_merge(target: _ModelSpec, branches: list[list[str]]) -> None:
     for branch in branches:
         head = specs[branch[0]]
         head.nodes = []
-        head.declared = _first_layer_shape(head, 1)
+        head.declared = _first_layer_shape(head)
         for before, after in zip(branch, branch[1:]):
             specs[after].nodes = [[_Ref(before, 0, 0)]]
     merge_index = sum(len(b) for b in branches)
@@ -1419,15 +1419,14 @@ class _Result:
 
 
 def _input_shape(cfg: Mapping[str, Any], name: str) -> Shape | None:
+    """batch_shape (Keras 3) or batch_input_shape (Keras 1.2 and 2)."""
     for key in ("batch_shape", "batch_input_shape"):
         if cfg.get(key) is not None:
             return _shape(cfg[key], name, key)
-    if cfg.get("shape") is not None:
-        return [None, *_shape(cfg["shape"], name, "shape")]
     return None
 
 
-def _first_layer_shape(spec: _Spec, form: int) -> Shape | None:
+def _first_layer_shape(spec: _Spec) -> Shape | None:
     """The input shape a Sequential's first layer declares (all forms)."""
     cfg, name = spec.config, spec.name
     shape = _input_shape(cfg, name)
@@ -1753,7 +1752,7 @@ def _run_sequential(
     results: list[_Result] = []
     declared = model.input_shape
     if declared is None and model.specs:
-        declared = _first_layer_shape(model.specs[0], ctx.form)
+        declared = _first_layer_shape(model.specs[0])
     if feed and feed[0] is not None:
         declared = feed[0]
     current: Shapes = [declared or model.build_shape]
