@@ -1102,3 +1102,46 @@ def test_keras3_serialized_object_as_in_keras_archives(
     assert arch.form == 3
     assert arch.total_params == model.count_params()
     assert arch.trainable_params == _tensor_count(model.trainable_weights)
+
+
+def test_keras1_nested_sequential_node_numbering() -> None:
+    """Keras 1.2 numbers a nested container's nodes from 1 (topology.py)."""
+    inner = {
+        "name": "sequential_1",
+        "class_name": "Sequential",
+        "config": [_k1_dense("dense_1", 4, input_dim=6, batch_input_shape=[None, 6])],
+        "inbound_nodes": [[["input_1", 0, 0]], [["input_2", 0, 0]]],
+    }
+    inp = {"batch_input_shape": [None, 6], "input_dtype": "float32", "sparse": False}
+    merge = {
+        "name": "merge_1",
+        "class_name": "Merge",
+        "config": {"name": "merge_1", "mode": "concat", "concat_axis": -1},
+        "inbound_nodes": [[["sequential_1", 1, 0], ["sequential_1", 2, 0]]],
+    }
+    config = {
+        "class_name": "Model",
+        "config": {
+            "name": "model_1",
+            "layers": [
+                {"name": "input_1", "class_name": "InputLayer",
+                 "config": {"name": "input_1", **inp}, "inbound_nodes": []},
+                {"name": "input_2", "class_name": "InputLayer",
+                 "config": {"name": "input_2", **inp}, "inbound_nodes": []},
+                inner,
+                merge,
+            ],
+            "input_layers": [["input_1", 0, 0], ["input_2", 0, 0]],
+            "output_layers": [["merge_1", 0, 0]],
+        },
+    }  # fmt: skip
+    arch = build_architecture(config)
+    assert arch.form == 1
+    assert arch.total_params == 6 * 4 + 4
+    nested = arch.layer("sequential_1")
+    assert nested is not None
+    assert nested.tensor_names == (
+        "sequential_1/dense_1/kernel",
+        "sequential_1/dense_1/bias",
+    )
+    assert arch.layer("merge_1").output_shape == [None, 8]  # type: ignore[union-attr]
