@@ -296,3 +296,42 @@ def test_hard_sigmoid_is_refused(tmp_path: Path) -> None:
     model = ir_from_config(config, [], version="2.21.0")
     with pytest.raises(UnsupportedError, match="hard_sigmoid"):
         keras_zip_writer.write(model, tmp_path / "x.keras", WriteOptions())
+
+
+@pytest.mark.keras
+def test_tf_keras_lstm_h5_that_keras3_cannot_open(
+    keras3: Any, tf_keras: Any, tmp_path: Path
+) -> None:
+    """Keras 3 refuses a tf_keras HDF5 file holding an LSTM (it rejects
+    ``time_major``); converted to .keras, Keras 3 opens it and predicts the
+    same. Uses fixtures/tfk_conv_lstm.h5 when present, else makes the same
+    kind of file with tf_keras here."""
+    path = FIXTURES / "tfk_conv_lstm.h5"
+    rng = np.random.default_rng(5)
+    if path.exists():
+        x, want = _io(path)
+    else:
+        L = tf_keras.layers
+        source = tf_keras.Sequential(
+            [
+                L.Embedding(20, 4, input_length=7),
+                L.Conv1D(4, 3, activation="relu"),
+                L.LSTM(3),
+                L.Dense(2),
+            ]
+        )
+        x = rng.integers(0, 20, (5, 7))
+        want = predict(source, x)
+        path = tmp_path / "tfk_conv_lstm.h5"
+        source.save(path)
+    with pytest.raises(Exception, match="time_major"):
+        keras3.saving.load_model(path)
+    out = tmp_path / "out.keras"
+    with read_fixture(path) as model:
+        keras_zip_writer.write(model, out, WriteOptions(allow_lossy=True))
+        assert (
+            "drop_rejected_arguments"
+            in keras_zip_writer.prepare(model, WriteOptions()).migrations
+        )
+    loaded = keras3.saving.load_model(out)
+    assert_predictions(predict(loaded, x), want, exact=False)
