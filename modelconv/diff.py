@@ -1141,9 +1141,7 @@ def compare_tensors(
 
     results = []
     for ta, tb, how in match_tensors(wanted(a), wanted(b), layers_a, layers_b, renames):
-        results.append(compare_pair(ta, tb, how, options, chunk_bytes))
-        if progress is not None and ta is not None:
-            progress(ta.nbytes)
+        results.append(compare_pair(ta, tb, how, options, chunk_bytes, progress))
     return results
 
 
@@ -1153,8 +1151,15 @@ def compare_pair(
     matched_by: str | None,
     options: DiffOptions,
     chunk_bytes: int = DIFF_CHUNK_BYTES,
+    progress: Callable[[int], None] | None = None,
 ) -> TensorDiff:
-    """Compare two matched tensors (either may be None when unmatched)."""
+    """Compare two matched tensors (either may be None when unmatched).
+
+    ``progress`` receives the bytes of A done, chunk by chunk.
+    """
+    compared = ta is not None and tb is not None and ta.shape == tb.shape
+    if progress is not None and ta is not None and not compared:
+        progress(ta.nbytes)
     if ta is None or tb is None:
         present = ta if ta is not None else tb
         assert present is not None
@@ -1186,6 +1191,8 @@ def compare_pair(
     stats = _Stats()
     for chunk_a, chunk_b in aligned_chunks(ta, tb, chunk_bytes):
         stats.add(chunk_a, chunk_b, ta.dtype, tb.dtype, options)
+        if progress is not None:
+            progress(chunk_a.size * chunk_a.itemsize)
     if ta.dtype != tb.dtype:
         status = TensorStatus.DTYPE_CHANGED
     elif stats.bytes_differ == 0:
