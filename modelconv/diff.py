@@ -1175,7 +1175,7 @@ def compare_pair(
             shape_b=tb.shape if tb is not None else None,
             role=present.role.value,
         )
-    common = dict(
+    common: dict[str, Any] = dict(
         name=ta.name,
         name_a=ta.name,
         name_b=tb.name,
@@ -1187,7 +1187,7 @@ def compare_pair(
         role=ta.role.value,
     )
     if ta.shape != tb.shape:
-        return TensorDiff(status=TensorStatus.SHAPE_CHANGED, **common)  # type: ignore[arg-type]
+        return TensorDiff(status=TensorStatus.SHAPE_CHANGED, **common)
     stats = _Stats()
     for chunk_a, chunk_b in aligned_chunks(ta, tb, chunk_bytes):
         stats.add(chunk_a, chunk_b, ta.dtype, tb.dtype, options)
@@ -1208,7 +1208,7 @@ def compare_pair(
         max_rel_diff=stats.max_rel,
         mismatched=stats.mismatched,
         mismatched_fraction=(stats.mismatched / size) if size else 0.0,
-        **common,  # type: ignore[arg-type]
+        **common,
     )
 
 
@@ -1225,26 +1225,25 @@ def aligned_chunks(
     step = max(1, chunk_bytes // max(ta.numpy_dtype.itemsize, tb.numpy_dtype.itemsize))
     iter_a = ta.iter_chunks(chunk_bytes)
     iter_b = tb.iter_chunks(chunk_bytes)
-    pend_a = np.empty(0, dtype=ta.numpy_dtype)
-    pend_b = np.empty(0, dtype=tb.numpy_dtype)
-    while True:
+    pend_a: np.ndarray | None = np.empty(0, dtype=ta.numpy_dtype)
+    pend_b: np.ndarray | None = np.empty(0, dtype=tb.numpy_dtype)
+    while pend_a is not None and pend_b is not None:
         if pend_a.size == 0:
-            pend_a = next(iter_a, None)  # type: ignore[arg-type]
+            pend_a = next(iter_a, None)
         if pend_b.size == 0:
-            pend_b = next(iter_b, None)  # type: ignore[arg-type]
+            pend_b = next(iter_b, None)
         if pend_a is None or pend_b is None:
-            # Both sources were checked to add up to the declared size, and
-            # the sizes are equal, so both end together.
-            for _ in iter_a:
-                pass
-            for _ in iter_b:
-                pass
-            return
+            break
         n = min(pend_a.size, pend_b.size, step)
-        if n == 0:
-            continue
-        yield pend_a[:n], pend_b[:n]
-        pend_a, pend_b = pend_a[n:], pend_b[n:]
+        if n:
+            yield pend_a[:n], pend_b[:n]
+            pend_a, pend_b = pend_a[n:], pend_b[n:]
+    # Both sources are checked to add up to the declared size (the same on
+    # both sides); draining them runs that check on the longer one.
+    for _ in iter_a:
+        pass
+    for _ in iter_b:
+        pass
 
 
 _UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -9,7 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .diff import SEVERITY, ChangeKind, Diff, TensorDiff, TensorStatus
+from .diff import SEVERITY, ChangeKind, Diff, TensorDiff, TensorStatus, json_value
 from .verify import FormatCheck, Verify, VerifyStatus
 
 _STATUS_STYLE = {
@@ -46,7 +47,10 @@ MAX_NOTES = 8
 def _value(value: Any) -> str:
     if value is None:
         return "—"
-    text = repr(value) if not isinstance(value, str) else value
+    if isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(json_value(value), ensure_ascii=False, default=str)
     return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 1] + "…"
 
 

@@ -892,3 +892,14 @@ def test_two_naming_schemes_pair_in_order() -> None:
         TensorStatus.ONLY_IN_A,
         TensorStatus.ONLY_IN_B,
     }
+
+
+def test_a_truncated_source_is_an_input_error_not_a_silent_match() -> None:
+    from modelconv.errors import InputError
+
+    full = np.arange(10, dtype=np.float32)
+    short = Tensor("w", "float32", (10,), source=_OddChunks(full[:7], [3]))
+    good = Tensor("w", "float32", (10,), source=ArraySource(full))
+    for a, b in ((short, good), (good, short)):
+        with pytest.raises(InputError, match="7 elements"):
+            diff_models(Model(tensors=(a,)), Model(tensors=(b,)))
