@@ -903,3 +903,15 @@ def test_a_truncated_source_is_an_input_error_not_a_silent_match() -> None:
     for a, b in ((short, good), (good, short)):
         with pytest.raises(InputError, match="7 elements"):
             diff_models(Model(tensors=(a,)), Model(tensors=(b,)))
+
+
+def test_fixture_functional_with_nested_model_across_keras_lines(
+    fixtures_dir: Path,
+) -> None:
+    """tf_keras and Keras 3 write the same functional model (two inputs, a
+    shared layer, a nested Sequential, BatchNormalization) differently."""
+    tfk = _fixture(fixtures_dir, "tfk_functional.h5")
+    k3 = _fixture(fixtures_dir, "k3_functional.h5")
+    result = diff_paths(tfk, k3)
+    assert counted(result) == [], [c.to_json() for c in counted(result)]
+    assert all(t.matched_by == "name" for t in result.tensors)
