@@ -1385,6 +1385,10 @@ def migrate_keras2(model: Model) -> Model:
     metadata["producer"] = {"name": "keras", "version": KERAS2_VERSION}
     metadata["keras_version"] = KERAS2_VERSION
     metadata["backend"] = "tensorflow"
+    # The source_names are now tf_keras weight names, not the legacy HDF5
+    # "<layer group>/<weight name>" paths the HDF5 writer reproduces for files
+    # it read; say so, so that it groups the weights by canonical layer name.
+    metadata["source"] = {"format": "tf_keras", "flavour": "weight-names"}
     training = metadata.pop("training_config", None)
     warnings = list(migrated.warnings)
     dropped = migrated.by_role(Role.OPTIMIZER)
@@ -1411,18 +1415,18 @@ def _is_keras3_training(model: Model, training: Any) -> bool:
 
 
 def _keras2_names(model: Model, config: Mapping[str, Any]) -> Iterator[Tensor]:
-    """Tensors with tf_keras legacy HDF5 names, ``<layer group>/<weight name>``.
+    """Tensors with tf_keras weight names as ``source_names``.
 
     tf_keras 2.21 names a weight after its variable: ``dense/kernel:0``,
     ``lstm/lstm_cell/kernel:0``, ``bidirectional/forward_gru/gru_cell/bias:0``,
-    and a nested model's ``sub_dense/kernel:0`` inside the ``sub_model`` group.
+    and a nested model's ``sub_dense/kernel:0`` (kept inside the ``sub_model``
+    group). The tf.js writer uses these names for its manifest.
     """
     entries = {layer.prefix: layer for layer in iter_layers(config)}
     for tensor in model.tensors:
         if tensor.role is Role.OPTIMIZER:
             continue
-        top = tensor.name.split("/", 1)[0]
-        name = f"{top}/{_keras2_weight_name(tensor.name, entries)}"
+        name = _keras2_weight_name(tensor.name, entries)
         yield _keras2_dtype(tensor.replace(source_names=(name,)))
 
 

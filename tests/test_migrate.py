@@ -556,7 +556,7 @@ def test_prepare_hdf5_keras2_names_and_bfloat16() -> None:
     )
     out = migrate.prepare_hdf5(model, WriteOptions(target_keras="keras2"))
     tensor = out.tensor("lstm/kernel")
-    assert tensor.source_names == ("lstm/lstm/lstm_cell/kernel:0",)
+    assert tensor.source_names == ("lstm/lstm_cell/kernel:0",)
     assert tensor.dtype == "float32"
     np.testing.assert_array_equal(tensor.read(), kernel.astype(np.float32))
     assert out.metadata["keras_version"].startswith("2.")
