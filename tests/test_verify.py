@@ -85,9 +85,9 @@ def _by_format(result: Any) -> dict[str, Any]:
 # they last, the tests below mark them as expected failures instead of
 # hiding them. Remove an entry when its cause is fixed.
 KNOWN_FAILURES = {
-    "tfjs": "the tfjs writer names manifest weights `dense/dense/kernel` (group "
-    "plus weight path) and the reader keeps that name, so tensor names do not "
-    "survive a tfjs round trip",
+    "tfjs": "for a weights-only model the tfjs writer names manifest weights "
+    "by their HDF5 paths (`dense/dense/kernel`) and, with no architecture to "
+    "map them back, the reader keeps those names: tensor names do not survive",
 }
 
 
