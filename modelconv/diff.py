@@ -1324,6 +1324,9 @@ class _Stats:
             return
         with np.errstate(invalid="ignore", over="ignore"):
             within = diff <= options.atol + options.rtol * magnitude
+        # An infinity is close only to itself (as numpy.isclose has it), not
+        # to anything a relative tolerance of infinity would admit.
+        within &= np.isfinite(diff)
         within[nan_pairs] = True
         if options.ulps and name_a == name_b and name_a in dtypes.FLOAT_NAMES:
             close = _ulp_distance(a, b) <= options.ulps

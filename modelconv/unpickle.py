@@ -229,7 +229,11 @@ class ArrayRef:
 
     def to_numpy(self) -> np.ndarray:
         """The array in memory (for tensor sources and small metadata arrays)."""
-        assert self.dtype is not None and self.data is not None
+        if self.dtype is None or self.data is None:
+            raise InputError(
+                f"array at offset {self.offset} never received its data (no "
+                "BUILD followed its construction); the pickle is damaged"
+            )
         raw = read_data(self.data)
         if len(raw) != self.size * self.dtype.itemsize:
             raise InputError(

@@ -240,3 +240,41 @@ def test_config_strategy_is_not_trivial() -> None:
         Model(architecture=build_architecture(other)),
     )
     assert [(c.a, c.b) for c in result.architecture if c.counts] == [(2, 4)]
+
+
+@given(
+    st.data(),
+    st.floats(min_value=1e-12, max_value=10),
+    st.floats(min_value=0, max_value=1),
+    st.booleans(),
+)
+def test_mismatches_agree_with_numpy_isclose(
+    data: Any, atol: float, rtol: float, nan_differs: bool
+) -> None:
+    """With a tolerance, an element mismatches exactly where numpy's isclose
+    (|a - b| <= atol + rtol * |b|) says it is not close."""
+    values = st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True, width=64),
+        st.sampled_from([0.0, -0.0, 1.0, 1.0 + 1e-9]),
+    )
+    size = data.draw(st.integers(1, 20))
+    x = np.array(data.draw(st.lists(values, min_size=size, max_size=size)))
+    y = np.array(data.draw(st.lists(values, min_size=size, max_size=size)))
+    result = diff_models(
+        Model(tensors=(_tensor("w", x),)),
+        Model(tensors=(_tensor("w", y),)),
+        atol=atol,
+        rtol=rtol,
+        nan_differs=nan_differs,
+    ).tensors[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        close = np.isclose(x, y, rtol=rtol, atol=atol, equal_nan=not nan_differs)
+    same_bits = x.view(np.uint64) == y.view(np.uint64)
+    if nan_differs:
+        # Identical bytes are always equal; a NaN elsewhere always differs.
+        close = (close & ~(np.isnan(x) | np.isnan(y))) | same_bits
+    assert result.mismatched == int(np.count_nonzero(~close))
+    expected = TensorStatus.SAME if same_bits.all() else TensorStatus.CLOSE
+    if not close.all():
+        expected = TensorStatus.CHANGED
+    assert result.status is expected

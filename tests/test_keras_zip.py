@@ -59,6 +59,11 @@ def expected_weights(layer: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
                 yield name, variable
         return
     for variable in layer.weights:
+        if type(layer).__name__ == "MultiHeadAttention":  # query/kernel, ...
+            # Keras 3 has Variable.path; tf_keras names are "mha/query/kernel:0"
+            sub = getattr(variable, "path", variable.name).split("/")[-2]
+            yield f"{prefix}{layer.name}/{sub}/{_short(variable)}", variable
+            continue
         yield f"{prefix}{layer.name}/{_short(variable)}", variable
 
 
@@ -141,7 +146,18 @@ def _zoo(keras: Any) -> dict[str, Any]:
             layers.Dense(1, dtype="bfloat16", name="out16"),
         ]
     )
-    return {"functional": functional, "nested": nested, "tokens": tokens}
+    queries = keras.Input((5, 8))
+    attended = layers.MultiHeadAttention(2, 4, name="mha")(queries, queries)
+    attention = keras.Model(queries, layers.Dense(2)(attended))
+    for variable in attention.weights:  # distinct bytes for every weight
+        current = np.asarray(variable.numpy())
+        variable.assign(rng.random(current.shape).astype(current.dtype))
+    return {
+        "functional": functional,
+        "nested": nested,
+        "tokens": tokens,
+        "attention": attention,
+    }
 
 
 @pytest.mark.keras
@@ -161,6 +177,13 @@ def test_keras3_archives_match_keras(keras3: Any, tmp_path: Path) -> None:
         if stem == "tokens":
             assert read.tensor("out16/kernel").dtype == "bfloat16"
         assert not [w for w in read.warnings if "position" in w], read.warnings
+        if stem == "attention":  # Keras' order, though saved by attribute name
+            assert [t.name for t in read.tensors][:4] == [
+                "mha/query/kernel",
+                "mha/query/bias",
+                "mha/key/kernel",
+                "mha/key/bias",
+            ]
         read.close()
 
 

@@ -668,3 +668,24 @@ def test_cli_refuses_with_exit_2_and_one_line(
     assert "Traceback" not in result.stderr + result.stdout
     assert len(result.stderr.strip().splitlines()) == 1
     assert not sentinel.exists()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # _reconstruct without the BUILD that gives it data
+        P4
+        + glob("numpy.core.multiarray", "_reconstruct")
+        + glob("numpy", "ndarray")
+        + b"K\x00\x85C\x01b\x87R.",
+        # a '<U1' array whose code point is beyond Unicode
+        pickle.dumps(np.array(["a"]), protocol=4).replace(
+            b"a\x00\x00\x00", b"\xff" * 4
+        ),
+    ],
+)
+def test_damaged_arrays_found_by_fuzzing_are_input_errors(
+    data: bytes, tmp_path: Path
+) -> None:
+    error = refused(data, tmp_path)
+    assert isinstance(error, InputError)

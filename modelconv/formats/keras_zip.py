@@ -245,6 +245,51 @@ def _plain_name(path: str) -> str:
     return "/".join(parts) or path
 
 
+# Keras 3 MultiHeadAttention keeps its projections in attributes
+# _query_dense, _key_dense, _value_dense and _output_dense; its weights are
+# named query/, key/, value/ and attention_output/ (layer_weight_names).
+_SUBLAYER_ALIASES = {"output_dense": "attention_output"}
+
+
+def _align(
+    rel_paths: Sequence[str], names: list[str] | None
+) -> tuple[list[str] | None, str]:
+    """Short names for a layer's datasets (paths relative to the layer).
+
+    ``names`` is in Keras' variable order. Datasets in one ``vars`` group
+    (own variables, or one child such as an RNN cell) take them in order.
+    Datasets spread over several child groups are saved by attribute name,
+    not in variable order, so names are matched group by group through
+    their first segment; returns (None, reason) when that cannot be done.
+    """
+    if names is None:
+        return None, "its variable order is not known"
+    if len(names) != len(rel_paths):
+        return None, (
+            f"it holds {len(rel_paths)} variables where {len(names)} were expected"
+        )
+    groups: dict[str, list[int]] = {}
+    for index, rel in enumerate(rel_paths):
+        groups.setdefault(rel.rpartition("/vars/")[0], []).append(index)
+    if len(groups) == 1:
+        return list(names), ""
+    by_prefix: dict[str, list[str]] = {}
+    for name in names:
+        head, _, tail = name.partition("/")
+        by_prefix.setdefault(head, []).append(tail)
+    result: list[str | None] = [None] * len(rel_paths)
+    for group, indexes in groups.items():
+        key = group.lstrip("_")
+        candidates = [key, key.removesuffix("_dense"), _SUBLAYER_ALIASES.get(key)]
+        prefix = next((c for c in candidates if c and c in by_prefix), None)
+        tails = by_prefix.pop(prefix, []) if prefix else []
+        if len(tails) != len(indexes):
+            return None, f"its sublayer {group!r} matches none of its weight names"
+        for index, tail in zip(indexes, tails):
+            result[index] = f"{prefix}/{tail}"
+    return [n for n in result if n is not None], ""
+
+
 def _weight_names(entry: Mapping[str, Any]) -> list[str] | None:
     """Variable short names in Keras order, from keras_config when it knows."""
     names_for = getattr(keras_config, "layer_weight_names", None)
@@ -396,20 +441,20 @@ class _Mapper:
             )
         if not weights:
             return
-        short = _weight_names(entry)
-        if short is None or len(short) != len(weights):
-            why = (
-                "its variable order is not known"
-                if short is None
-                else f"it holds {len(weights)} variables where {len(short)} "
-                "were expected"
-            )
+        rel = [p[len(below) :] for p in weights]
+        names = _weight_names(entry)
+        short, why = _align(rel, names)
+        if short is None:
             self.warnings.append(
-                f"layer {prefix}{name!s} ({_class_name(entry)}): {why}; its "
-                f"weights are named by position ({name}/0, {name}/1, ...)"
+                f"layer {prefix}{name} ({_class_name(entry)}): {why}; its "
+                f"weights are named by position ({name}/0, ...)"
             )
-            short = [str(i) for i in range(len(weights))]
-        for p, weight in zip(weights, short):
+            short = [_plain_name(r) for r in rel]
+        # Keras' variable order, not the file's (sublayers are saved by
+        # attribute name), so that writers list weights as Keras does.
+        rank = {n: i for i, n in enumerate(names or ())}
+        pairs = sorted(zip(weights, short), key=lambda pw: rank.get(pw[1], 0))
+        for p, weight in pairs:
             self._assign(p, f"{prefix}{name}/{weight}", Role.WEIGHT)
 
     # everything else

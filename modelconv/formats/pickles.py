@@ -526,6 +526,8 @@ def to_plain(value: Any, walker: _Walker | None = None, depth: int = 0) -> Any:
 
 
 def _array_plain(ref: ArrayRef) -> Any:
+    if not ref.ready:
+        ref.to_numpy()  # raises: the array never received its data
     if ref.values is not None:
         if len(ref.values) > MAX_METADATA_LIST:
             return f"<object array of {len(ref.values)} values>"
@@ -535,6 +537,14 @@ def _array_plain(ref: ArrayRef) -> Any:
     array = ref.to_numpy()
     if array.dtype.kind == "S":
         return [to_plain(bytes(v)) for v in array.reshape(-1)]
+    if array.dtype.kind == "U":
+        flat = np.ascontiguousarray(array).reshape(-1)
+        codes = flat.view(array.dtype.byteorder + "u4")
+        if codes.size and int(codes.max()) > 0x10FFFF:
+            raise InputError(
+                f"string array at offset {ref.offset} holds code points beyond "
+                "Unicode; the pickle is damaged"
+            )
     return array.tolist()
 
 
@@ -681,7 +691,15 @@ def _keras_model(record: KerasModelRecord, ctx: _Context) -> Model:
         else:
             for piece in archive.iter_bytes(1 << 20):
                 out.write(piece)
-    inner = keras_zip.read(target, ctx.options)
+    try:
+        inner = keras_zip.read(target, ctx.options)
+    except ModelconvError:
+        raise
+    except Exception as exc:  # h5py and zip errors from a damaged archive
+        raise InputError(
+            f"the .keras archive inside {str(ctx.path)!r} cannot be read "
+            f"({type(exc).__name__}: {exc}); the pickle is damaged"
+        ) from exc
     ctx.resources.callback(inner.close)
     kind = "Keras 3" if record.via.kind == "keras-model-class" else "tf_keras"
     metadata = dict(inner.metadata)
