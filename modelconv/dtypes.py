@@ -142,4 +142,4 @@ def le_bytes(array: np.ndarray) -> memoryview:
     array = to_little_endian(np.asarray(array))
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
-    return memoryview(array.reshape(-1).view(np.uint8))
+    return array.reshape(-1).view(np.uint8).data

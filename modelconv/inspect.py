@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import dtypes
+from .errors import ModelconvError
 from .model import Model, Role, Tensor
 
 
@@ -143,6 +144,7 @@ def inspect_model(
     )
     tensors = tuple(_tensor_info(t, checksums, stats) for t in model.tensors)
     total, trainable, non_trainable = model.totals()
+    migrations, blocked = _planned_migrations(model)
     producer = dict(model.producer) or {"name": None, "version": None}
     backend = model.metadata.get("backend")
     return InspectReport(
@@ -153,8 +155,8 @@ def inspect_model(
         backend=backend if isinstance(backend, str) else None,
         file_size=file_size,
         recognised=model.recognised,
-        migrations=_planned_migrations(model),
-        warnings=_warnings(model),
+        migrations=migrations,
+        warnings=_warnings(model) + blocked,
         layers=layers,
         tensors=tensors,
         total_params=total,
@@ -174,17 +176,22 @@ def _size_on_disk(path: Path) -> int | None:
         return None
 
 
-def _planned_migrations(model: Model) -> tuple[str, ...]:
-    """The migration rules that would apply to bring this model to Keras 3."""
+def _planned_migrations(model: Model) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The rules that would bring this model to Keras 3, and why not if none can.
+
+    A model that cannot be migrated still inspects; the reason becomes a
+    warning, so that ``convert`` to ``.keras`` is not a surprise.
+    """
     if model.migrations:
-        return tuple(model.migrations)
+        return tuple(model.migrations), ()
     if model.architecture is None or model.architecture.framework != "keras":
-        return ()
+        return (), ()
+    from .migrate import planned_migrations
+
     try:
-        from .migrate import planned_rules
-    except ImportError:
-        return ()
-    return tuple(planned_rules(model))
+        return tuple(planned_migrations(model)), ()
+    except ModelconvError as exc:
+        return (), (f"not convertible to Keras 3 as it stands: {exc}",)
 
 
 def _warnings(model: Model) -> tuple[str, ...]:

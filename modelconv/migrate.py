@@ -22,6 +22,7 @@ Keras 2.2-2.3 ``keras/engine/saving.py`` (``_need_convert_kernel``) with
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -1211,17 +1212,18 @@ def keras1_recurrent_weights(
             return tensors
         return out
     cls = layer.class_name
+    orders: tuple[list[int], ...]
     if cls in ("LSTM", "ConvLSTM2D") and len(tensors) == 12:
-        groups = ([0, 6, 3, 9], [1, 7, 4, 10], [2, 8, 5, 11])
+        orders = ([0, 6, 3, 9], [1, 7, 4, 10], [2, 8, 5, 11])
     elif cls == "GRU" and len(tensors) == 9:
-        groups = ([0, 3, 6], [1, 4, 7], [2, 5, 8])
+        orders = ([0, 3, 6], [1, 4, 7], [2, 5, 8])
     else:
         return tensors
     names = ("kernel", "recurrent_kernel", "bias")
     run.note(keras1_recurrent_weights)
     return [
         _concat(tensors, order, f"{layer.prefix}/{short}")
-        for order, short in zip(groups, names)
+        for order, short in zip(orders, names)
     ]
 
 
@@ -1276,9 +1278,8 @@ def theano_kernel_flip(
     for i in range(min(count, len(out))):
         kernel = out[i]
         spatial = tuple(range(len(kernel.shape) - 2))
-        out[i] = _derived(
-            kernel, kernel.name, lambda a, s=spatial: np.flip(a, s), kernel.shape
-        )
+        flip = functools.partial(np.flip, axis=spatial)
+        out[i] = _derived(kernel, kernel.name, flip, kernel.shape)
     run.note(theano_kernel_flip)
     return out
 

@@ -148,7 +148,7 @@ class Tensor:
                 chunk = np.ascontiguousarray(chunk)
             # A uint8 view, because the buffer protocol has no code for
             # bfloat16 and memoryview() refuses it.
-            yield memoryview(chunk.view(np.uint8))
+            yield chunk.view(np.uint8).data
 
     def replace(self, **changes: Any) -> Tensor:
         return replace(self, **changes)
