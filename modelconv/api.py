@@ -136,8 +136,12 @@ def save(
     drop: Iterable[str] = (),
     cast: str | None = None,
     progress: Progress | None = None,
+    source: str | os.PathLike[str] | None = None,
 ) -> ConvertReport:
-    """Write ``model`` to ``path`` atomically and check it by reading it back."""
+    """Write ``model`` to ``path`` atomically and check it by reading it back.
+
+    ``source`` (the file ``model`` came from) only makes error hints concrete.
+    """
     dest = Path(path)
     info = get_format(format) if format else format_for_path(dest)
     module = info.load()
@@ -153,6 +157,15 @@ def save(
         work = prepare(work, options)
     plan = fit_to_capabilities(work, info.capabilities, info.name)
     losses = list(plan.losses) + list(module.losses(plan.model, options))
+    if model.architecture is None and any(x.what == "architecture" for x in losses):
+        # No permission makes an architecture appear: say where one comes from.
+        raise LossyConversionError(
+            f"{info.name} output needs an architecture and this model has none "
+            "(a weights-only file); attach one with `modelconv convert ARCH.json "
+            f"--weights {source or 'WEIGHTS'} {dest}` (ARCH.json from "
+            "model.to_json()), or write weights only (--to npz, or --to hdf5 "
+            "--flavour keras-weights)"
+        )
     if losses and not allow_lossy:
         raise LossyConversionError(
             f"converting to {info.name} would lose: "
@@ -194,7 +207,7 @@ def convert(
         )
     model = load(source, format=source_format, weights=weights, max_bytes=max_bytes)
     with model:
-        report = save(model, dest, **save_options)
+        report = save(model, dest, source=source, **save_options)
     return ConvertReport(
         **{**report.__dict__, "source": str(source), "source_format": model.format}
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _keras_models import local_outputs
+from _keras_models import local_outputs, stored_io
 
 from modelconv.attach import attach_weights
 from modelconv.errors import InputError, UsageError
@@ -249,3 +249,37 @@ def test_fixture_pairs_convert_to_h5_keras_predicts_identically(
     assert len(predicted) == len(y)
     for want, have in zip(y, predicted):
         np.testing.assert_array_equal(have, want)
+
+
+def test_weights_only_to_full_model_suggests_attaching(
+    run_cli: Any, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    source = fixtures_dir / "k3_iris_mlp.weights.h5"
+    for target, flags in (
+        ("model.keras", ()),
+        ("model.h5", ("--flavour", "keras-model")),
+    ):
+        result = run_cli("convert", source, tmp_path / target, "--allow-lossy", *flags)
+        assert result.exit_code == 2
+        assert "weights-only" in result.stderr
+        assert f"--weights {source}" in result.stderr
+        assert not (tmp_path / target).exists()
+
+
+@pytest.mark.keras
+def test_keras3_json_and_weights_h5_to_keras_archive(
+    run_cli: Any, fixtures_dir: Path, tmp_path: Path, keras3: Any
+) -> None:
+    """Keras 3's to_json() omits the optimizer, so its state has no place."""
+    arch = fixtures_dir / "k3_iris_mlp.json"
+    weights = fixtures_dir / "k3_iris_mlp.weights.h5"
+    out = tmp_path / "model.keras"
+    refused = run_cli("convert", arch, out, "--weights", weights)
+    assert refused.exit_code == 2
+    assert "optimizer" in refused.stderr and "--drop optimizer" in refused.stderr
+    result = run_cli("convert", arch, out, "--weights", weights, "--drop", "optimizer")
+    assert result.exit_code == 0, result.stderr
+    x, _ = stored_io("k3_iris_mlp")
+    (want,) = local_outputs("k3_iris_mlp")
+    loaded = keras3.saving.load_model(out)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), want)

@@ -95,7 +95,10 @@ def losses(model: Model, options: WriteOptions) -> list[Loss]:
             Loss(
                 "optimizer",
                 f"{len(model.by_role(Role.OPTIMIZER))} optimizer state tensors "
-                "from a Keras 2 optimizer have no Keras 3 layout and are left out",
+                "have no place in a .keras archive: the source names no Keras 3 "
+                "optimizer for them (a Keras 2 optimizer, or a to_json() compile "
+                "config without one); they are left out (or pass --drop "
+                "optimizer)",
             )
         )
     return out
@@ -110,7 +113,7 @@ def write(model: Model, path: Path, options: WriteOptions) -> None:
             "a .keras archive needs a Keras architecture and this model has none; "
             "write it as HDF5 (--to hdf5) or NPZ instead"
         )
-    config = keras3_config(arch.config, model.metadata)
+    config = keras3_config(arch.config, model.metadata, written_by_keras3(model))
     state = _unplaced_state(model, config)
     if state:
         if not options.allow_lossy:
@@ -144,18 +147,22 @@ def write(model: Model, path: Path, options: WriteOptions) -> None:
 # config.json and metadata.json
 
 
-def keras3_config(config: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict:
-    """The top-level config.json document: model entry plus compile_config."""
+def keras3_config(
+    config: Mapping[str, Any], metadata: Mapping[str, Any], keras3: bool
+) -> dict:
+    """The top-level config.json document: model entry plus compile_config.
+
+    ``keras3`` says whether Keras 3 wrote the source (``written_by_keras3``).
+    """
     out = dict(config)
-    version = str((metadata.get("producer") or {}).get("version") or "")
-    if not version.startswith("3."):
+    if not keras3:
         # See _compile_config: a Keras 2 compile config stays in metadata.json.
         out.pop("compile_config", None)
     out.setdefault("registered_name", None)
     if "build_config" not in out:
         shape = _model_input_shape(out)
         out["build_config"] = {"input_shape": shape}
-    compile_config = _compile_config(metadata)
+    compile_config = _compile_config(metadata) if keras3 else None
     if compile_config is not None and "compile_config" not in out:
         out["compile_config"] = compile_config
     return out
@@ -171,16 +178,13 @@ def _model_input_shape(config: Mapping[str, Any]) -> Any:
 
 
 def _compile_config(metadata: Mapping[str, Any]) -> dict | None:
-    """A Keras 3 compile_config, only when the source was compiled by Keras 3.
+    """The source's Keras 3 compile_config (call only for Keras 3 sources).
 
     A Keras 2 training config names Keras 2 optimizers and metrics whose
     arguments Keras 3 reads differently (tf_keras writes
     ``steps_per_execution: null``, which breaks Keras 3's predict); it is kept
     in ``metadata.json`` under ``modelconv`` instead of compiled in.
     """
-    version = str((metadata.get("producer") or {}).get("version") or "")
-    if not version.startswith("3."):
-        return None
     for key in ("compile_config", "training_config"):
         candidate = _plain(metadata.get(key))
         # A Keras 3 compile_config names "optimizer"; the legacy HDF5
@@ -469,7 +473,45 @@ def _keras3_optimizer(model: Model) -> bool:
     """
     if not model.by_role(Role.OPTIMIZER):
         return False
-    return str(model.producer.get("version") or "").startswith("3.")
+    if _version(model.metadata):
+        return written_by_keras3(model)
+    # An attached pair: Keras 3's to_json() beside a Keras 3 .weights.h5,
+    # usable only when the compile config names the optimizer.
+    source = model.metadata.get("weights_source")
+    return (
+        written_by_keras3(model)
+        and isinstance(source, Mapping)
+        and source.get("flavour") == "keras3-weights"
+        and _names_optimizer(model)
+    )
+
+
+def _names_optimizer(model: Model) -> bool:
+    """Whether a compile config says which optimizer the state belongs to.
+
+    Keras 3's ``to_json()`` leaves the optimizer out of its compile_config;
+    without one, Keras would compile a default optimizer and skip the state.
+    """
+    arch = model.architecture
+    inline = arch.config.get("compile_config") if arch is not None else None
+    candidates = (inline, _compile_config(model.metadata))
+    return any(isinstance(c, Mapping) and "optimizer" in c for c in candidates)
+
+
+def _version(metadata: Mapping[str, Any]) -> str:
+    return str((metadata.get("producer") or {}).get("version") or "")
+
+
+def written_by_keras3(model: Model) -> bool:
+    """Whether Keras 3 wrote the model's config (and so its compile config).
+
+    The recorded version decides; Keras 3's ``to_json()`` records none, but
+    its config form (flavour ``keras3``) says the same.
+    """
+    version = _version(model.metadata)
+    if version:
+        return version.startswith("3.")
+    return model.flavour == "keras3"
 
 
 def _unplaced_state(model: Model, config: Mapping[str, Any]) -> list[Tensor]:
