@@ -98,7 +98,7 @@ def render() -> str:
         if command is None:
             continue
         sub = click.Context(
-            command, info_name=f"modelconv {name}", parent=context, max_content_width=88
+            command, info_name=name, parent=context, max_content_width=88
         )
         lines += [f"## modelconv {name}", "", "```", command.get_help(sub), "```", ""]
     return "\n".join(lines)
