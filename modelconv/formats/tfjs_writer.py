@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,7 +78,43 @@ def losses(model: Model, options: WriteOptions) -> list[Loss]:
         json.dumps(_user_metadata(model))
     except (TypeError, ValueError) as exc:
         return [Loss("metadata", f"tf.js model.json cannot hold the metadata ({exc})")]
-    return []
+    if model.architecture is None:
+        return []
+    return [
+        Loss("architecture", f"tf.js cannot load layer {name!r}: {why}")
+        for name, why in _unloadable_layers(model.architecture.config)
+    ]
+
+
+def _unloadable_layers(node: Any) -> Iterator[tuple[str, str]]:
+    """Layers tfjs-layers 4.22 refuses to build, anywhere in a config.
+
+    The bytes would still be written exactly, but ``tf.loadLayersModel``
+    fails on these (checked with tfjs-layers 4.22.0 under Node), so the
+    conversion says so instead of producing a model that cannot load.
+    """
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        if not isinstance(item, Mapping):
+            continue
+        cls, config = item.get("class_name"), item.get("config")
+        if isinstance(config, Mapping):
+            name = str(config.get("name", cls))
+            if cls in ("GRU", "GRUCell") and config.get("reset_after"):
+                yield (
+                    name,
+                    (
+                        "its GRU supports reset_after=False only, and this layer "
+                        "has reset_after=True (the Keras >= 2.3 default)"
+                    ),
+                )
+            elif cls == "Lambda":
+                yield name, "a Lambda holds Python code, which tf.js cannot run"
+        stack.extend(v for v in item.values() if isinstance(v, (Mapping, list)))
 
 
 def _quantization(tensor: Tensor) -> Mapping[str, Any] | None:
