@@ -172,21 +172,32 @@ def save(
             + "; ".join(str(loss) for loss in losses)
             + ". Pass --allow-lossy to accept this, or choose another format"
         )
-    recorder = _Recorder(plan.model, progress)
+    written, left_out = _leave_out(plan.model, losses)
+    recorder = _Recorder(written, progress)
     _write_checked(module, info, recorder.model, dest, options, recorder, force)
     return ConvertReport(
         destination=str(dest),
         format=info.name,
         flavour=options.flavour,
-        tensors=len(plan.model.tensors),
-        bytes=sum(t.nbytes for t in plan.model.tensors),
+        tensors=len(written.tensors),
+        bytes=sum(t.nbytes for t in written.tensors),
         losses=tuple(str(loss) for loss in losses),
-        dropped=dropped + plan.dropped,
+        dropped=dropped + plan.dropped + left_out,
         casts=casts + plan.casts,
         migrations=tuple(plan.model.migrations),
         source_format=model.format or None,
         warnings=tuple(model.warnings),
     )
+
+
+def _leave_out(model: Model, losses: list[Loss]) -> tuple[Model, tuple[str, ...]]:
+    """The model without the tensors that allowed losses name."""
+    names = {name for loss in losses for name in loss.tensors}
+    if not names:
+        return model, ()
+    kept = tuple(t for t in model.tensors if t.name not in names)
+    left_out = tuple(t.name for t in model.tensors if t.name in names)
+    return model.replace(tensors=kept), left_out
 
 
 def convert(

@@ -17,6 +17,9 @@ from modelconv.errors import (
 )
 from modelconv.model import ArraySource, Model, Role, Tensor
 
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+load, convert = api.load, api.convert
+
 
 def small_model() -> Model:
     return Model(
@@ -149,3 +152,50 @@ def test_cli_convert_round_trip_and_json_report(run_cli, tmp_path: Path) -> None
     again = run_cli("convert", src, tmp_path / "m.h5")
     assert again.exit_code == 2 and "--force" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_public_functions_stay_callable_after_their_modules_load() -> None:
+    """modelconv.inspect/diff/verify are functions even once the submodules of
+    the same names have been imported (as the CLI and renderers do)."""
+    import importlib
+
+    import modelconv
+
+    for name in ("inspect", "diff", "verify", "render"):
+        importlib.import_module(f"modelconv.{name}")
+    path = FIXTURES / "k3_iris_mlp.h5"
+    with modelconv.load(path) as model:
+        assert modelconv.inspect(model, path).total_params == 2499
+    assert modelconv.diff(path, FIXTURES / "k3_iris_mlp.keras").identical
+    assert callable(modelconv.verify)
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "options", "left_out"),
+    [
+        # Keras 3 optimizer state has no tf_keras layout.
+        ("k3_iris_mlp.keras", "old.h5", {"target_keras": "keras2"}, "optimizer"),
+        # A Keras 2 optimizer's state has no Keras 3 layout.
+        ("tfk_iris_mlp.h5", "new.keras", {}, "optimizer"),
+        # tf_keras metric state has no place in a .keras archive.
+        ("tfk_iris_mlp.keras", "new.keras", {}, "state"),
+    ],
+)
+def test_allowed_losses_leave_tensors_out_and_say_so(
+    source: str, target: str, options: dict[str, str], left_out: str, tmp_path: Path
+) -> None:
+    """A writer's left-out tensors are refused, then dropped and reported when
+    allowed; the read-back check compares what was really written."""
+    from modelconv.errors import LossyConversionError
+
+    src, dst = FIXTURES / source, tmp_path / target
+    with pytest.raises(LossyConversionError, match=f"--drop {left_out}"):
+        convert(src, dst, **options)
+    assert not dst.exists()
+    report = convert(src, dst, allow_lossy=True, **options)
+    with load(src) as original, load(dst) as written:
+        expected = {t.name for t in original.by_role(left_out)}
+        assert expected and set(report.dropped) >= expected
+        assert report.tensors == len(written.tensors)
+        assert not written.by_role(left_out)
+        assert written.by_role("weight")

@@ -75,6 +75,10 @@ class Loss:
 
     what: str  # "architecture", "weights", "optimizer", "dtype", "metadata", ...
     detail: str
+    # Tensors the writer leaves out when the loss is allowed. The core takes
+    # them out before writing, so the read-back check and the report see
+    # exactly what was written.
+    tensors: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.detail

@@ -656,6 +656,15 @@ def losses(model: Model, options: WriteOptions) -> list[Loss]:
         state = model.by_role(Role.STATE)
         if state:
             found.append(_dropped("state", state, "a Keras full-model file"))
+        left_out = model.metadata.get(LEFT_OUT_KEY)
+        if left_out:
+            found.append(
+                _dropped(
+                    "optimizer",
+                    [model.tensor(name) for name in left_out],
+                    "tf_keras, which lays out optimizer state differently,",
+                )
+            )
         return found
     if model.architecture is not None:
         found.append(
@@ -688,7 +697,9 @@ def _dropped(what: str, tensors: Iterable[Tensor], where: str) -> Loss:
     shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
     return Loss(
         what,
-        f"{len(names)} {what} tensor(s) dropped ({shown}): {where} cannot hold them",
+        f"{len(names)} {what} tensor(s) dropped ({shown}): {where} cannot hold "
+        f"them (or pass --drop {what})",
+        tensors=tuple(names),
     )
 
 
@@ -843,15 +854,35 @@ def _migrated(model: Model, options: WriteOptions) -> Model:
         model
     ):
         return model
-    try:
-        from .. import migrate  # type: ignore[attr-defined]
-    except ImportError:
+    from .. import migrate
+
+    return migrate.prepare_hdf5(model, options)
+
+
+def prepare(model: Model, options: WriteOptions) -> Model:
+    """The model migrated for ``--for``, before the core checks for losses.
+
+    Migrating to tf_keras leaves Keras 3 optimizer state out (tf_keras lays
+    it out differently); it is kept here so that ``losses`` names it and the
+    conversion stops, instead of the state vanishing.
+    """
+    if _flavour(model, options) != "keras-model":
         return model
-    prepare = getattr(migrate, "prepare_hdf5", None)
-    if prepare is None:
+    migrated = _migrated(model, options)
+    if migrated is model:
         return model
-    result = prepare(model, options)
-    return result if isinstance(result, Model) else model
+    names = {t.name for t in migrated.tensors}
+    left_out = tuple(t for t in model.by_role(Role.OPTIMIZER) if t.name not in names)
+    if not left_out:
+        return migrated
+    return migrated.replace(
+        tensors=migrated.tensors + left_out,
+        metadata={**migrated.metadata, LEFT_OUT_KEY: [t.name for t in left_out]},
+    )
+
+
+# Metadata key for optimizer tensors a migration could not carry (see prepare).
+LEFT_OUT_KEY = "modelconv_optimizer_left_out"
 
 
 def _origin(model: Model) -> tuple[str, str]:

@@ -85,9 +85,11 @@ def losses(model: Model, options: WriteOptions) -> list[Loss]:
         out.append(
             Loss(
                 "state",
-                f"{len(state)} state tensors outside the layers "
-                f"({', '.join(t.name for t in state[:3])}) have no place in a "
-                ".keras archive; Keras 3 keeps no metric state there",
+                f"{len(state)} state tensors ({', '.join(t.name for t in state[:3])}) "
+                "have no variable slot in a .keras archive: Keras 3 keeps no "
+                "metric state there, nor variables a layer class does not have "
+                "(or pass --drop state)",
+                tensors=tuple(t.name for t in state),
             )
         )
     if model.by_role(Role.OPTIMIZER) and not _keras3_optimizer(model):
@@ -99,6 +101,7 @@ def losses(model: Model, options: WriteOptions) -> list[Loss]:
                 "optimizer for them (a Keras 2 optimizer, or a to_json() compile "
                 "config without one); they are left out (or pass --drop "
                 "optimizer)",
+                tensors=tuple(t.name for t in model.by_role(Role.OPTIMIZER)),
             )
         )
     return out
@@ -372,8 +375,17 @@ def _direction(config: Mapping[str, Any], attr: str) -> Mapping[str, Any]:
 
 
 def _own_slots(path: str, tensors: list[Tensor], slots: list[Slot]) -> None:
-    for i, tensor in enumerate(tensors):
+    # A layer's SeedGenerator (Dropout, RandomFlip, ...) keeps its state in a
+    # child object: layers/<layer>/seed_generator/vars/0 (Keras 3.15).
+    own = [t for t in tensors if SEED_GENERATOR not in t.name.split("/")]
+    seeds = [t for t in tensors if SEED_GENERATOR in t.name.split("/")]
+    for i, tensor in enumerate(own):
         slots.append(Slot(f"{path}/vars/{i}", tensor))
+    for i, tensor in enumerate(seeds):
+        slots.append(Slot(f"{path}/{SEED_GENERATOR}/vars/{i}", tensor))
+
+
+SEED_GENERATOR = "seed_generator"
 
 
 # ---------------------------------------------------------------------------
@@ -515,13 +527,34 @@ def written_by_keras3(model: Model) -> bool:
 
 
 def _unplaced_state(model: Model, config: Mapping[str, Any]) -> list[Tensor]:
-    """State tensors outside every layer (tf_keras metric variables).
+    """State tensors with no variable slot in the archive.
 
-    Keras 3 does not save metric state in ``.keras`` archives.
+    Those outside every layer (tf_keras metric variables: Keras 3 saves no
+    metric state in ``.keras`` archives), and those inside a layer whose
+    variables Keras knows by name (a Dense holds kernel and bias only, and
+    Keras 3 refuses a third ``vars/2`` when it loads).
     """
-    prefixes = [f"{layer.prefix}/" for layer in migrate.iter_layers(config)]
-    return [
-        t
-        for t in model.by_role(Role.STATE)
-        if not any(t.name.startswith(p) for p in prefixes)
-    ]
+    layers = list(migrate.iter_layers(config))
+    prefixes = [f"{layer.prefix}/" for layer in layers]
+    known = {f"{layer.prefix}/": _known_variables(layer) for layer in layers}
+    unplaced = []
+    for tensor in model.by_role(Role.STATE):
+        owner = next((p for p in prefixes if tensor.name.startswith(p)), None)
+        names = known.get(owner or "")
+        tail = tensor.name[len(owner or "") :]
+        if owner is None or (
+            names and tail not in names and not tail.startswith(f"{SEED_GENERATOR}/")
+        ):
+            unplaced.append(tensor)
+    return unplaced
+
+
+def _known_variables(layer: migrate.LayerEntry) -> frozenset[str]:
+    """The layer's variable names when Keras fixes them; empty if unknown."""
+    from ..errors import ModelconvError
+    from ..keras_config import layer_weight_names
+
+    try:
+        return frozenset(layer_weight_names(layer.entry))
+    except ModelconvError:
+        return frozenset()
