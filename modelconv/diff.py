@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
-import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import dtypes
+from .callable_module import make_callable
 from .limits import DEFAULT_MAX_BYTES
 from .model import Architecture, Model, Role, Tensor
 
@@ -1383,16 +1382,4 @@ def _ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(line(a).astype(np.float64) - line(b).astype(np.float64))
 
 
-class _CallableModule(types.ModuleType):
-    """This module, callable as ``modelconv.diff(a, b, ...)``.
-
-    ``modelconv.diff`` is the public function, but once this submodule is
-    imported Python binds the package attribute ``diff`` to the module itself;
-    making the module callable keeps ``modelconv.diff(a, b)`` working either way.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Diff:
-        return diff_paths(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, diff_paths)

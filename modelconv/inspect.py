@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import dtypes
+from .callable_module import make_callable
 from .errors import ModelconvError
 from .model import Model, Role, Tensor
 
@@ -284,3 +285,6 @@ class _StatsAccumulator:
             return Stats(None, None, None, None, self.nans, self.infs)
         std = math.sqrt(self.m2 / self.count)
         return Stats(self.low, self.high, self.mean, std, self.nans, self.infs)
+
+
+make_callable(__name__, inspect_model)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import tempfile
-import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -22,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .callable_module import make_callable
 from .diff import SCHEMA, Diff, diff_models, json_value
 from .errors import (
     InternalError,
@@ -491,11 +490,4 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
-class _CallableModule(types.ModuleType):
-    """This module, callable as ``modelconv.verify(path, ...)`` (see diff.py)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Verify:
-        return verify_path(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, verify_path)
