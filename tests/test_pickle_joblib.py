@@ -606,3 +606,19 @@ def test_keras_flavour_loads_as_a_live_keras_model(
     assert isinstance(live, keras3.Model)
     (want,) = local_outputs("k3_iris_mlp")
     assert np.array_equal(live.predict(data["x"], verbose=0), want)
+
+
+def test_an_array_under_several_keys_is_a_tensor_under_each(tmp_path: Path) -> None:
+    """np.savez of this dict keeps every key; so must reading the pickle."""
+    shared = np.arange(3, dtype=np.float32)
+    inner = {"w": np.ones(2, np.int8)}
+    path = tmp_path / "shared.pkl"
+    data = {"x": shared, "y": shared, "z": [shared, shared], "c1": inner, "c2": inner}
+    path.write_bytes(pickle.dumps(data, protocol=4))
+    with pickles.read(path, ReadOptions()) as model:
+        assert model.names == ("x", "y", "z/0", "z/1", "c1/w")
+        for name in ("x", "y", "z/0", "z/1"):
+            assert model.tensor(name).read().tobytes() == shared.tobytes()
+        # A shared container is walked once; the other path is recorded.
+        assert model.metadata["values"]["c2"] == {"same_as": "c1"}
+        assert any("'c2' is the same container as 'c1'" in w for w in model.warnings)

@@ -399,6 +399,7 @@ class _Walker:
         self.warnings: list[str] = []
         self.seen: dict[int, str] = {}
         self.nodes = 0
+        self.shared = 0
 
     def _visit(self, value: Any, path: tuple[str, ...]) -> str | None:
         """Count a node; return the earlier path of a shared reference."""
@@ -418,6 +419,16 @@ class _Walker:
         self.seen[key] = "/".join(path)
         return None
 
+    def _note_shared(self, path: str, earlier: str) -> None:
+        """Say once that shared containers are listed under their first path."""
+        self.shared += 1
+        if self.shared == 1:
+            self.warnings.append(
+                f"{path!r} is the same container as {earlier!r}; shared "
+                "containers are listed once, under their first path (metadata "
+                "'same_as' records the others)"
+            )
+
     def _unique(self, name: str) -> str:
         name = name or "array"
         candidate, n = name, 1
@@ -435,8 +446,18 @@ class _Walker:
     def walk(self, value: Any, path: tuple[str, ...], role: Role) -> None:
         if isinstance(value, (dict, list, tuple, set, frozenset, Opaque, ArrayRef)):
             earlier = self._visit(value, path)
+            if earlier is not None and isinstance(value, ArrayRef):
+                # One array under several keys is a tensor under each, as
+                # np.savez of the same dict would keep it; each container is
+                # still walked once, so the count stays linear in the stream.
+                if is_numeric(value):
+                    self.add_tensor(value, path, role)
+                else:
+                    self.values["/".join(path)] = {"same_as": earlier}
+                return
             if earlier is not None:
                 self.values["/".join(path)] = {"same_as": earlier}
+                self._note_shared("/".join(path), earlier)
                 return
         if isinstance(value, ArrayRef):
             if is_numeric(value):
