@@ -80,37 +80,8 @@ def render_inspect(report: InspectReport, max_rows: int = 200) -> RenderableType
         parts.append(Text(hint, style="dim"))
 
     if report.tensors:
-        tensors = Table(title="Tensors", title_justify="left")
-        for column in ("name", "role", "dtype", "shape", "size"):
-            tensors.add_column(column, justify="right" if column == "size" else "left")
-        with_sha = any(t.sha256 for t in report.tensors)
-        with_stats = any(t.stats for t in report.tensors)
-        if with_sha:
-            tensors.add_column("sha256")
-        if with_stats:
-            for column in ("min", "max", "mean", "std", "nan/inf"):
-                tensors.add_column(column, justify="right")
-        for tensor in report.tensors[:max_rows]:
-            row = [
-                tensor.name,
-                tensor.role,
-                tensor.dtype,
-                _shape(list(tensor.shape)),
-                human_bytes(tensor.nbytes),
-            ]
-            if with_sha:
-                row.append((tensor.sha256 or "")[:16])
-            if with_stats and tensor.stats is not None:
-                s = tensor.stats
-                row += [
-                    _num(s.min),
-                    _num(s.max),
-                    _num(s.mean),
-                    _num(s.std),
-                    f"{s.nan_count}/{s.inf_count}",
-                ]
-            tensors.add_row(*row)
-        parts.append(tensors)
+        parts.append(_tensor_table(report, max_rows))
+        parts.extend(_tensor_data_tables(report, max_rows))
         if len(report.tensors) > max_rows:
             parts.append(Text(f"... {len(report.tensors) - max_rows} more tensors"))
 
@@ -171,3 +142,58 @@ def render_formats(formats: tuple[FormatInfo, ...]) -> RenderableType:
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
+
+
+def _tensor_table(report: InspectReport, max_rows: int) -> Table:
+    """Name, role, dtype, shape and size; long names wrap, never truncate."""
+    table = Table(title="Tensors", title_justify="left")
+    table.add_column("name", overflow="fold", min_width=16)
+    for column in ("role", "dtype", "shape"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    for tensor in report.tensors[:max_rows]:
+        table.add_row(
+            tensor.name,
+            tensor.role,
+            tensor.dtype,
+            _shape(list(tensor.shape)),
+            human_bytes(tensor.nbytes),
+        )
+    return table
+
+
+def _tensor_data_tables(report: InspectReport, max_rows: int) -> list[Table]:
+    """--checksums and --stats, each in a table of its own, so that all fit.
+
+    The human table shows the first 16 hex digits of each sha256; ``--json``
+    has them whole.
+    """
+    tables = []
+    shown = report.tensors[:max_rows]
+    if any(t.sha256 for t in shown):
+        table = Table(title="Checksums", title_justify="left")
+        table.add_column("name", overflow="fold")
+        table.add_column("sha256 (first 16 hex digits)", no_wrap=True)
+        for tensor in shown:
+            table.add_row(tensor.name, (tensor.sha256 or "")[:16])
+        tables.append(table)
+    if any(t.stats for t in shown):
+        table = Table(title="Statistics", title_justify="left")
+        table.add_column("name", overflow="fold")
+        for column in ("min", "max", "mean", "std", "nan/inf"):
+            table.add_column(column, justify="right", no_wrap=True)
+        for tensor in shown:
+            s = tensor.stats
+            if s is None:
+                table.add_row(tensor.name, *[""] * 5)
+                continue
+            table.add_row(
+                tensor.name,
+                _num(s.min),
+                _num(s.max),
+                _num(s.mean),
+                _num(s.std),
+                f"{s.nan_count}/{s.inf_count}",
+            )
+        tables.append(table)
+    return tables
