@@ -104,8 +104,9 @@ FORMATS: tuple[FormatInfo, ...] = (
         (".json",),
         ("layers-model",),
         ("layers-model",),
+        # Metadata: model.json's userDefinedMetadata holds the model's own.
         Capabilities(
-            True, True, False, TFJS_DTYPES, True, False, True, True, state=False
+            True, True, False, TFJS_DTYPES, True, True, True, True, state=False
         ),
         writes_folder=True,
     ),

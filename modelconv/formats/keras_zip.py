@@ -132,6 +132,12 @@ def _read(archive: SafeZip, options: ReadOptions, resources: ExitStack) -> Model
     metadata: dict[str, Any] = {"producer": {"name": "keras", "version": version}}
     if "date_saved" in metadata_json:
         metadata["date_saved"] = metadata_json["date_saved"]
+    record = metadata_json.get("modelconv")
+    carried = record.get("metadata") if isinstance(record, dict) else None
+    if isinstance(carried, dict):
+        # Written by modelconv: the source model's own metadata, beside what
+        # the archive says about itself.
+        metadata.update({k: v for k, v in carried.items() if k not in metadata})
     if config.get("compile_config") is not None:
         metadata["training_config"] = config["compile_config"]
 

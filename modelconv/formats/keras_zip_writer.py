@@ -214,6 +214,7 @@ def archive_metadata(model: Model, slots: list[Slot]) -> dict[str, Any]:
             "migrations": list(model.migrations),
             "training_config": _plain(model.metadata.get("training_config")),
             "compile_config": _plain(model.metadata.get("compile_config")),
+            "metadata": _carried_metadata(model),
             "tensors": [
                 {
                     "name": slot.tensor.name,
@@ -224,6 +225,19 @@ def archive_metadata(model: Model, slots: list[Slot]) -> dict[str, Any]:
             ],
         },
     }
+
+
+# Metadata keys the archive holds in places of its own (or that describe the
+# file being read, not the model); the rest travels in modelconv's record.
+_PLACED_METADATA = frozenset(
+    {"producer", "keras_version", "date_saved", "training_config", "compile_config"}
+)
+
+
+def _carried_metadata(model: Model) -> dict[str, Any]:
+    """The model's other metadata, as JSON (NaN and Infinity kept)."""
+    carried = {k: v for k, v in model.metadata.items() if k not in _PLACED_METADATA}
+    return json.loads(json.dumps(carried, allow_nan=True, default=str))
 
 
 def _plain(value: Any) -> Any:
