@@ -113,8 +113,15 @@ def render_convert(report: ConvertReport) -> RenderableType:
     ]
     lines += [f"migration: {m}" for m in report.migrations]
     lines += [f"lost: {loss}" for loss in report.losses]
+    if report.casts:
+        shown = "; ".join(report.casts[:3]) + ("; ..." if len(report.casts) > 3 else "")
+        lines.append(f"cast {len(report.casts)} tensors ({shown})")
     if report.dropped:
-        lines.append(f"dropped {len(report.dropped)} tensors")
+        shown = ", ".join(report.dropped[:5])
+        more = ", ..." if len(report.dropped) > 5 else ""
+        lines.append(f"dropped {len(report.dropped)} tensors ({shown}{more})")
+    for warning in report.warnings:
+        lines.append(f"warning: {warning}")
     return Group(*(Text(line) for line in lines))
 
 
