@@ -173,6 +173,12 @@ def main() -> None:
     Keras JSON, modelconv JSON and TensorFlow.js models without TensorFlow and
     without running any code from the file.
     """
+    # Names from files may hold what the terminal's encoding cannot (a lone
+    # surrogate kept by modelconv JSON): show an escape, never crash.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
 
 
 @main.command(epilog=EXIT_CODES_HELP)

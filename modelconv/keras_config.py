@@ -52,6 +52,7 @@ Limitations (each gives None, never a wrong figure):
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -1048,6 +1049,33 @@ def _lambda_warning(cfg: Mapping[str, Any], name: str) -> str:
         f"{str(shown)[:60]!r}, which is not in the file; loading it in Keras "
         "needs that function"
     )
+
+
+# Keys that hold inner layers, whose own entries are checked on their own.
+_LAYER_KEYS = frozenset({"layers", "layer", "backward_layer", "forward_layer"})
+
+
+def _foreign_objects(config: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """Serialised objects in a layer config from modules outside Keras.
+
+    Keras 3 writes activations, initializers and regularizers as
+    ``{"module": ..., "class_name": ...}``; one naming ``os`` or a user module
+    means Keras would import it. Yields (config key, class name, module).
+    """
+    stack: list[tuple[str, Any, int]] = [
+        (key, value, 0) for key, value in config.items() if key not in _LAYER_KEYS
+    ]
+    while stack:
+        key, value, level = stack.pop()
+        if level > MAX_NESTING:
+            continue
+        if isinstance(value, list):
+            stack.extend((key, item, level + 1) for item in value)
+        elif isinstance(value, Mapping):
+            module, cls = value.get("module"), value.get("class_name")
+            if isinstance(cls, str) and _module_warning(module, "", cls):
+                yield key, cls, str(module)
+            stack.extend((key, item, level + 1) for item in value.values())
 
 
 def _module_warning(module: Any, name: str, cls: str) -> str | None:
@@ -2050,6 +2078,25 @@ def layer_weight_names(
     return [w.name for w in weights]
 
 
+def _check_encodable(config: Mapping[str, Any]) -> None:
+    """Refuse lone surrogates (a JSON ``\\ud800`` escape) in a Keras config.
+
+    No UTF-8 file can hold them, so no format (nor Keras) could write the
+    model back; say so now rather than fail halfway through a conversion.
+    """
+    try:
+        json.dumps(config, ensure_ascii=False, allow_nan=True).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise InputError(
+            f"Keras config: a string holds the lone surrogate {bad!r} (a "
+            "\\ud800-\\udfff escape without its pair), which no UTF-8 file "
+            "can hold; fix the name in the file"
+        ) from None
+    except (TypeError, ValueError, RecursionError):
+        return  # not JSON-able here; the parser reports what is wrong
+
+
 def build_architecture(config: Mapping[str, Any]) -> Architecture:
     """An Architecture from a Keras model config of any version.
 
@@ -2067,6 +2114,7 @@ def build_architecture(config: Mapping[str, Any]) -> Architecture:
             f"Keras config: key 'class_name' is {cls!r}; expected the model "
             "class name (Sequential, Functional, Model)"
         )
+    _check_encodable(config)
     form = detect_form(config)
     ctx = _Ctx(form)
     if not _is_model(config) and not isinstance(config.get("config"), list):
@@ -2162,6 +2210,12 @@ def _layer_warnings(spec: _Spec, result: _Result, ctx: _Ctx) -> None:
         message = _module_warning(module, name, cls)
         if message:
             ctx.warn(message)
+        for key, obj_cls, obj_module in _foreign_objects(cfg):
+            ctx.warn(
+                f"layer {name!r} names {obj_cls!r} from module {obj_module[:80]!r} "
+                f"in its config key {key!r}, outside Keras: Keras would import "
+                "that module to build the layer (modelconv never does)"
+            )
     if result.known and result.weights and any(w.shape is None for w in result.weights):
         ctx.warn(
             f"layer {spec.name!r} ({spec.class_name}): parameter count unknown "

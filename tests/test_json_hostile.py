@@ -9,7 +9,9 @@ exit 2 with one line on stderr and no traceback.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -313,3 +315,50 @@ def test_unknown_json_is_not_guessed(tmp_path: Path) -> None:
     path.write_text('{"hello": "world"}')
     with pytest.raises(UnknownFormatError):
         detect(path)
+
+
+def test_lone_surrogate_in_a_keras_config_is_refused_up_front(
+    tmp_path: Path, run_cli: Any
+) -> None:
+    """No UTF-8 file can hold it, so the model could never be written back."""
+    path = tmp_path / "s.json"
+    layer = {"name": "\\udfff", "units": 2, "batch_input_shape": [None, 3]}
+    text = json.dumps(
+        {
+            "class_name": "Sequential",
+            "config": {
+                "name": "m",
+                "layers": [{"class_name": "Dense", "config": layer}],
+            },
+        }
+    ).replace("\\\\udfff", "\\udfff")
+    path.write_text(text, encoding="ascii")
+    for args in (("inspect", path), ("convert", path, tmp_path / "s.h5")):
+        result = run_cli(*args)
+        assert result.exit_code == 2
+        assert "lone surrogate" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_names_the_terminal_cannot_encode_are_escaped(tmp_path: Path) -> None:
+    """modelconv JSON keeps a lone surrogate in a tensor name; inspect shows it
+    escaped instead of failing (a real process, with a real stdout)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from modelconv import api
+    from modelconv.model import ArraySource, Model, Role, Tensor
+
+    source = ArraySource(np.ones(2, np.float32))
+    tensor = Tensor("a\ud800b", "float32", (2,), Role.WEIGHT, (), source)
+    api.save(Model(tensors=(tensor,)), tmp_path / "m.json")
+    done = subprocess.run(
+        [sys.executable, "-m", "modelconv", "inspect", str(tmp_path / "m.json")],
+        capture_output=True,
+        env={**os.environ, "COLUMNS": "100"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"a\\ud800b" in done.stdout

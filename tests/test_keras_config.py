@@ -1145,3 +1145,45 @@ def test_keras1_nested_sequential_node_numbering() -> None:
         "sequential_1/dense_1/bias",
     )
     assert arch.layer("merge_1").output_shape == [None, 8]  # type: ignore[union-attr]
+
+
+def test_objects_from_modules_outside_keras_are_warned_about() -> None:
+    """Not only layer classes: an activation naming os.system is flagged."""
+    dense = {
+        "module": "keras.layers",
+        "class_name": "Dense",
+        "config": {
+            "name": "d",
+            "units": 2,
+            "activation": {
+                "module": "os",
+                "class_name": "function",
+                "config": "system",
+                "registered_name": "function",
+            },
+            "kernel_initializer": {
+                "module": "keras.initializers",
+                "class_name": "GlorotUniform",
+                "config": {"seed": None},
+            },
+        },
+    }
+    config = {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {
+                    "module": "keras.layers",
+                    "class_name": "InputLayer",
+                    "config": {"batch_shape": [None, 3], "name": "input"},
+                },
+                dense,
+            ],
+        },
+    }
+    warnings = build_architecture(config).warnings
+    flagged = [w for w in warnings if "outside Keras" in w]
+    assert len(flagged) == 1
+    assert "'activation'" in flagged[0] and "'os'" in flagged[0]
