@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from _keras_models import local_outputs
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelconv import dtypes
+from modelconv import api, dtypes
 from modelconv.formats import hdf5
 from modelconv.formats.base import Probe, ReadOptions, WriteOptions
 from modelconv.model import ArraySource, Model, Role, Tensor
@@ -559,3 +560,42 @@ def test_special_float_bits_survive(tmp_path: Path) -> None:
         )
     with read(out) as back:
         assert_same_tensors(model, back)
+
+
+def _as_keras30(source: Path, path: Path) -> None:
+    """A copy of a legacy file with Keras 3.0-3.2's bare weight names.
+
+    Keras 3.0-3.2 ``legacy_h5_format`` wrote ``variable.name`` (``kernel``),
+    not the path Keras >= 3.3 writes (``sub_model/sub_dense/kernel``), also
+    for the weights of a nested model, all in the nested model's group.
+    """
+    shutil.copy(source, path)
+    with h5py.File(path, "r+") as h5:
+        weights = h5["model_weights"]
+        for layer in weights.attrs["layer_names"]:
+            group = weights[layer]
+            bare = []
+            for name in group.attrs["weight_names"]:
+                name = name.decode() if isinstance(name, bytes) else name
+                short = name.rpartition("/")[2]
+                data = group[name][()]
+                del group[name]
+                group[short] = data
+                bare.append(short.encode())
+            group.attrs["weight_names"] = bare
+
+
+def test_keras30_bare_names_in_a_nested_model(tmp_path: Path) -> None:
+    source = fixture("k3_functional.h5")
+    path = tmp_path / "k30.h5"
+    _as_keras30(source, path)
+    with read(source) as original, read(path) as model:
+        assert model.names == original.names
+        assert "sub_model/sub_dense/kernel" in model.names
+        assert model.tensor("sub_model/sub_dense/kernel").source_names == (
+            "sub_model/kernel",
+        )
+        assert_same_tensors(original, model)
+    # Named after the architecture, the weights find their .keras slots.
+    result = api.convert(path, tmp_path / "k30.keras")
+    assert result.tensors == len(original.tensors)

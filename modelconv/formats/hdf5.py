@@ -226,13 +226,48 @@ def _read_keras_model(h5: h5py.File, options: ReadOptions) -> Model:
     _read_layer_groups(weights, layer_names, collector, _keras1(metadata))
     _read_optimizer(h5, collector)
     return Model(
-        tensors=tuple(collector.tensors),
+        tensors=tuple(_align_bare_names(collector.tensors, architecture)),
         architecture=architecture,
         metadata=metadata,
         format=FORMAT,
         flavour="keras-model",
         warnings=tuple(collector.warnings) + tuple(architecture.warnings),
     )
+
+
+def _align_bare_names(tensors: list[Tensor], arch: Architecture) -> list[Tensor]:
+    """Name a nested model's bare-named weights after the architecture.
+
+    Keras 3.0-3.2 wrote bare variable names (``kernel``, ``gamma``) even for
+    the weights of a nested model, so ``sub_model/kernel`` says nothing of
+    the inner layer. When a layer's weights are all bare, as many as the
+    architecture lists and in Keras' order, they take the architecture's
+    names (``sub_model/sub_dense/kernel``); the source names stay.
+    """
+    expected = {layer.name: layer.tensor_names for layer in arch.layers}
+    groups: dict[str, list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        if tensor.role is not Role.WEIGHT or not tensor.source_names:
+            continue
+        layer, _, weight = tensor.source_names[0].partition("/")
+        if layer in expected and "/" not in _strip_index(weight):
+            groups.setdefault(layer, []).append(index)
+    out = list(tensors)
+    for layer, indexes in groups.items():
+        names = expected[layer]
+        current = [tensors[i].name for i in indexes]
+        if len(names) != len(indexes) or set(current) == set(names):
+            continue
+        if any(
+            n.rpartition("/")[2] != c.rpartition("/")[2] for n, c in zip(names, current)
+        ):
+            continue  # not the same weights in the same order: keep them as read
+        taken = {t.name for t in out} - set(current)
+        if taken & set(names):
+            continue
+        for index, name in zip(indexes, names):
+            out[index] = out[index].replace(name=name)
+    return out
 
 
 def _architecture(config: Any, warnings: list[str]) -> Architecture:
