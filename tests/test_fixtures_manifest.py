@@ -342,3 +342,55 @@ def test_recorded_outputs_match_this_machines_keras(
     for want, have in zip(recorded, here):
         assert have.dtype == want.dtype and have.shape == want.shape
         np.testing.assert_allclose(have, want, rtol=tolerance, atol=tolerance)
+
+
+def _inspectable() -> list[dict[str, Any]]:
+    return [e for e in json.loads(MANIFEST.read_text()) if e["kind"] != "keras-json"]
+
+
+@pytest.mark.parametrize("entry", _inspectable(), ids=lambda e: e["file"])
+def test_cli_checksums_and_totals_match_the_producing_library(
+    entry: dict[str, Any], run_cli: Any
+) -> None:
+    """``inspect --json --checksums`` gives every weight's bytes and the totals
+    the library that wrote the file reported (MANIFEST.json)."""
+    result = run_cli("inspect", FIXTURES / entry["file"], "--json", "--checksums")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    by_name = {t["name"]: t["sha256"] for t in report["tensors"]}
+    found = sorted(by_name.values())
+    for name, weight in (entry.get("weights") or {}).items():
+        if weight["dtype"].startswith(("str", "bytes", "object", "<U", "|S")):
+            continue  # text is metadata, not a tensor (with a warning)
+        assert weight["sha256"] in found, f"{name}: no tensor has its bytes"
+        canonical = weight.get("canonical")
+        # A Keras 3 .weights.h5 names variables by position only.
+        if canonical is not None and report["flavour"] != "keras3-weights":
+            assert by_name.get(canonical) == weight["sha256"], canonical
+    if entry.get("total_params") is not None:
+        assert report["total_params"] == entry["total_params"]
+        # Weights-only files cannot tell trainable from frozen; a Lambda of
+        # unknown output shape leaves the layer after it uncounted.
+        if report["trainable_params"] is not None:
+            assert report["trainable_params"] == entry["trainable_params"]
+        elif not entry["file"].startswith("k3_lambda"):
+            assert report["flavour"] in ("keras-weights", "keras3-weights", "arrays")
+
+
+def test_cli_stats_agree_with_numpy(run_cli: Any) -> None:
+    result = run_cli("inspect", FIXTURES / "plain.npz", "--json", "--stats")
+    assert result.exit_code == 0, result.stderr
+    with np.load(FIXTURES / "plain.npz", allow_pickle=False) as data:
+        for tensor in json.loads(result.stdout)["tensors"]:
+            array = data[tensor["name"]]
+            stats = tensor["stats"]
+            if array.size == 0 or array.dtype.kind not in "fiu":
+                continue
+            finite = array[np.isfinite(array)].astype(np.float64)
+            assert stats["nan_count"] == int(np.isnan(array).sum())
+            assert stats["inf_count"] == int(np.isinf(array).sum())
+            if finite.size:
+                assert stats["min"] == pytest.approx(float(finite.min()))
+                assert stats["max"] == pytest.approx(float(finite.max()))
+                assert stats["mean"] == pytest.approx(float(finite.mean()), rel=1e-9)
+                assert stats["std"] == pytest.approx(float(finite.std()), rel=1e-9)
