@@ -334,6 +334,8 @@ def _keras_root_metadata(
     if backend is not None:
         metadata["backend"] = h5safe.as_text(backend, "attribute 'backend'")
     training = h5safe.read_attr(h5, "training_config")
+    if training is None:
+        training = h5safe.read_attr(h5, UNUSABLE_TRAINING_CONFIG)
     if training is not None:
         text = h5safe.as_text(training, "attribute 'training_config'")
         try:
@@ -343,7 +345,13 @@ def _keras_root_metadata(
         except InputError as exc:
             warnings.append(f"{exc}; kept as text")
             metadata["training_config"] = text
-    known = {"keras_version", "backend", "training_config", *skip}
+    known = {
+        "keras_version",
+        "backend",
+        "training_config",
+        UNUSABLE_TRAINING_CONFIG,
+        *skip,
+    }
     others = {
         name: h5safe.plain_value(h5safe.read_attr(h5, name))
         for name in h5safe.attr_names(h5)
@@ -1041,9 +1049,14 @@ def _write_keras_model(writer: _Writer, model: Model, options: WriteOptions) -> 
     if "backend" in model.metadata or line == "keras3" or version is not None:
         h5.attrs["backend"] = backend
     h5.attrs["model_config"] = _json_bytes(model.architecture.config)
-    training = model.metadata.get("training_config")
+    training = _legacy_training_config(model.metadata.get("training_config"))
     if training is not None:
-        h5.attrs["training_config"] = (
+        # Keras compiles from training_config and fails on one that names no
+        # optimizer ({} from an uncompiled Keras 3 model; a pickled model's);
+        # such a config is kept where only modelconv reads it.
+        usable = isinstance(training, str) or "optimizer_config" in training
+        key = "training_config" if usable else UNUSABLE_TRAINING_CONFIG
+        h5.attrs[key] = (
             training.encode("utf8")
             if isinstance(training, str)
             else _json_bytes(training)
@@ -1057,6 +1070,32 @@ def _write_keras_model(writer: _Writer, model: Model, options: WriteOptions) -> 
         writer, h5.create_group("model_weights"), model, line, backend, version
     )
     _write_optimizer(writer, model, line)
+
+
+# Root attribute for a training config Keras could not compile from.
+UNUSABLE_TRAINING_CONFIG = "modelconv_training_config"
+
+
+def _legacy_training_config(training: Any) -> Any:
+    """A training config in the form legacy HDF5 files hold.
+
+    A ``.keras`` archive's compile_config names its optimizer as a Keras 3
+    serialised object under ``optimizer``; legacy HDF5 files (Keras 3.15
+    ``legacy_h5_format``, tf_keras ``saving_utils``) hold
+    ``optimizer_config: {class_name, config}`` instead, and Keras 3's HDF5
+    loader fails with KeyError 'optimizer_config' on the other form.
+    """
+    if not isinstance(training, Mapping) or "optimizer_config" in training:
+        return training
+    optimizer = training.get("optimizer")
+    if not isinstance(optimizer, Mapping):
+        return training
+    legacy = {k: v for k, v in training.items() if k != "optimizer"}
+    legacy["optimizer_config"] = {
+        "class_name": optimizer.get("class_name"),
+        "config": optimizer.get("config"),
+    }
+    return legacy
 
 
 def _version_for(model: Model, line: str) -> str | None:
