@@ -23,6 +23,8 @@ from modelconv.diff import (
 from modelconv.keras_config import build_architecture
 from modelconv.model import ArraySource, Model, Role, Tensor
 
+FIXTURE_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+
 # --------------------------------------------------------------------------
 # Builders
 
@@ -915,3 +917,61 @@ def test_fixture_functional_with_nested_model_across_keras_lines(
     result = diff_paths(tfk, k3)
     assert counted(result) == [], [c.to_json() for c in counted(result)]
     assert all(t.matched_by == "name" for t in result.tensors)
+
+
+def _edited_copy(tmp_path: Path, edit: Any) -> Path:
+    """A copy of the Keras 3 iris MLP fixture with ``edit(h5file)`` applied."""
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "edited.h5"
+    shutil.copy(FIXTURE_DIR / "k3_iris_mlp.h5", path)
+    with h5py.File(path, "r+") as h5:
+        edit(h5)
+    return path
+
+
+def test_fixture_with_one_nudged_weight(run_cli: Any, tmp_path: Path) -> None:
+    def nudge(h5: Any) -> None:
+        dset = h5["model_weights/dense_1/sequential/dense_1/kernel"]
+        values = dset[()]
+        values[3, 7] += np.float32(1e-3)
+        dset[...] = values
+
+    edited = _edited_copy(tmp_path, nudge)
+    original = FIXTURE_DIR / "k3_iris_mlp.h5"
+    result = run_cli("diff", original, edited, "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["architecture"] == [] or all(
+        c["kind"] == "default" for c in report["architecture"]
+    )
+    moved = [t for t in report["tensors"] if t["status"] != "same"]
+    assert [t["name"] for t in moved] == ["dense_1/kernel"]
+    assert moved[0]["status"] == "changed"
+    assert moved[0]["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
+    assert moved[0]["mismatched"] == 1
+    assert run_cli("diff", original, edited, "--atol", "1e-2").exit_code == 0
+
+
+def test_fixture_with_a_changed_activation(run_cli: Any, tmp_path: Path) -> None:
+    def retune(h5: Any) -> None:
+        config = json.loads(h5.attrs["model_config"])
+        layer = config["config"]["layers"][1]
+        assert layer["config"]["activation"] == "relu"
+        layer["config"]["activation"] = "tanh"
+        h5.attrs["model_config"] = json.dumps(config)
+
+    edited = _edited_copy(tmp_path, retune)
+    result = run_cli("diff", FIXTURE_DIR / "k3_iris_mlp.h5", edited, "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    changed = [c for c in report["architecture"] if c["kind"] != "default"]
+    assert [(c["kind"], c["a"], c["b"]) for c in changed] == [
+        ("changed", "relu", "tanh")
+    ]
+    assert changed[0]["path"].endswith("/activation")
+    assert all(t["status"] == "same" for t in report["tensors"])
+    human = run_cli("diff", FIXTURE_DIR / "k3_iris_mlp.h5", edited)
+    assert "relu" in human.stdout and "tanh" in human.stdout
