@@ -178,7 +178,7 @@ def save(
     return ConvertReport(
         destination=str(dest),
         format=info.name,
-        flavour=options.flavour,
+        flavour=_written_flavour(module, info, written, options),
         tensors=len(written.tensors),
         bytes=sum(t.nbytes for t in written.tensors),
         losses=tuple(str(loss) for loss in losses),
@@ -188,6 +188,18 @@ def save(
         source_format=model.format or None,
         warnings=tuple(model.warnings),
     )
+
+
+def _written_flavour(
+    module: Any, info: FormatInfo, model: Model, options: WriteOptions
+) -> str | None:
+    """The flavour written: the one asked for, or the writer's default."""
+    if options.flavour is not None:
+        return options.flavour
+    default = getattr(module, "default_flavour", None)
+    if callable(default):
+        return str(default(model))
+    return info.flavours_write[0] if info.flavours_write else None
 
 
 def _leave_out(model: Model, losses: list[Loss]) -> tuple[Model, tuple[str, ...]]:
