@@ -234,7 +234,7 @@ def check_format(
         # does not support): unusable, so skipped unless it was asked for.
         if named:
             return FormatCheck(info.name, VerifyStatus.ERROR, reason=str(exc)), None
-        return _skipped(info, str(exc)), None
+        return _skipped(info, f"unsupported: {exc}"), None
     except Exception as exc:  # noqa: BLE001 - reported per format
         return FormatCheck(info.name, VerifyStatus.ERROR, reason=_message(exc)), None
     if losses and not named:

@@ -124,9 +124,13 @@ def read(path: Path, options: ReadOptions) -> Model:
 def _document_for(model: Model) -> dict[str, Any]:
     architecture = model.architecture
     if architecture is None or architecture.framework != "keras":
-        have = "no architecture" if architecture is None else architecture.framework
+        have = (
+            "has no architecture"
+            if architecture is None
+            else f"has a {architecture.framework} architecture"
+        )
         raise UnsupportedError(
-            f"keras-json holds a Keras architecture and this model has {have}; "
+            f"keras-json holds a Keras architecture and this model {have}; "
             "choose a format that holds weights alone (npz, hdf5)"
         )
     document = dict(architecture.config)

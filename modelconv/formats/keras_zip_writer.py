@@ -76,7 +76,8 @@ def losses(model: Model, options: WriteOptions) -> list[Loss]:
             Loss(
                 "architecture",
                 "a .keras archive needs a Keras architecture; this model has "
-                "none, so only a weights file can hold its tensors",
+                + ("none" if arch is None else f"a {arch.framework} one")
+                + ", so only a weights file can hold its tensors",
             )
         )
         return out
