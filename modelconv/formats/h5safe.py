@@ -306,10 +306,11 @@ def read_attr(obj: h5py.HLObject, name: str) -> Any:
 # past the collection makes it read wild memory, and the length stored in a
 # string's heap ID makes it allocate and clear that many bytes (up to 4 GiB
 # each) before it notices the mismatch. All three were found by fuzzing
-# Keras files. So before libhdf5 reads a variable-length attribute, the
-# collections are walked here (found by their "GCOL" signature) and the
-# attribute's heap IDs, read from the raw object header, are checked
-# against them.
+# Keras files. So before libhdf5 reads a variable-length attribute, its
+# heap IDs are read from the raw object header, each collection they point
+# at is walked here (libhdf5 loads no other), and the IDs are checked
+# against it. Only those collections are read, never the whole file: a
+# model's raw tensor data may be gigabytes.
 
 MAX_HEADER_CHUNKS = 1000
 MAX_HEADER_CHUNK_BYTES = 64 * 2**20
@@ -321,8 +322,9 @@ class _FileFacts:
     base: int  # userblock size: HDF5 addresses are relative to it
     sizeof_addr: int
     sizeof_size: int
-    # collection address -> {object index: object size}
-    heaps: dict[int, dict[int, int]]
+    # collection address -> {object index: object size}, or None where no
+    # collection is; filled as heap IDs point at collections
+    heaps: dict[int, dict[int, int] | None]
 
 
 _FACTS: dict[tuple[str, int, int], _FileFacts] = {}
@@ -352,21 +354,27 @@ def _file_facts(h5: h5py.File) -> _FileFacts:
         base = int(fcpl.get_userblock())
     except H5_ERRORS as exc:
         raise InputError(f"HDF5 file {path!r}: cannot read its sizes ({exc})") from exc
-    heaps: dict[int, dict[int, int]] = {}
-    if stat.st_size:
-        with (
-            open(path, "rb") as handle,
-            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
-        ):
-            start = data.find(b"GCOL")
-            while start >= 0:
-                objects = _check_collection(data, start, sizeof_size, path)
-                if objects is not None:
-                    heaps[start - base] = objects
-                start = data.find(b"GCOL", start + 4)
-    facts = _FileFacts(path, base, sizeof_addr, sizeof_size, heaps)
+    facts = _FileFacts(path, base, sizeof_addr, sizeof_size, {})
     _FACTS[key] = facts
     return facts
+
+
+def _collection(facts: _FileFacts, heap: int) -> dict[int, int] | None:
+    """The objects of the collection at address ``heap``; None if none is."""
+    if heap in facts.heaps:
+        return facts.heaps[heap]
+    objects = None
+    start = facts.base + heap
+    with open(facts.path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if start + 4 <= size:
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                if data[start : start + 4] == b"GCOL":
+                    objects = _check_collection(
+                        data, start, facts.sizeof_size, facts.path
+                    )
+    facts.heaps[heap] = objects
+    return objects
 
 
 def _check_collection(
@@ -551,7 +559,7 @@ def _attribute_message(
             continue
         heap = int.from_bytes(item[4 : 4 + facts.sizeof_addr], "little")
         index = int.from_bytes(item[4 + facts.sizeof_addr :], "little")
-        stored = facts.heaps.get(heap, {}).get(index)
+        stored = (_collection(facts, heap) or {}).get(index)
         if stored is None or length > stored:
             raise HostileInputError(
                 f"{where}: string {i} claims {length} bytes in global heap "
