@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import dtypes
+from .accel import crc32
 from .errors import (
     DestinationExistsError,
     InputError,
@@ -307,7 +307,7 @@ class _RecordingSource:
 
     def read(self) -> np.ndarray:
         array = self.tensor.read()
-        crc = zlib.crc32(dtypes.le_bytes(array))
+        crc = crc32(dtypes.le_bytes(array))
         self.recorder.record(self.tensor, crc, self.tensor.nbytes)
         return array
 
@@ -315,7 +315,7 @@ class _RecordingSource:
         crc = 0
         done = 0
         for chunk in self.tensor.iter_chunks(max_bytes):
-            crc = zlib.crc32(dtypes.le_bytes(chunk), crc)
+            crc = crc32(dtypes.le_bytes(chunk), crc)
             done += chunk.nbytes
             self.recorder.advance(chunk.nbytes)
             yield chunk

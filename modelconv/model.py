@@ -7,7 +7,6 @@ reading its bytes is a separate, explicit step through its source.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from . import dtypes
+from .accel import crc32
 from .errors import InputError
 from .limits import CHUNK_BYTES
 
@@ -177,7 +177,7 @@ def digest(tensor: Tensor, max_bytes: int = CHUNK_BYTES) -> str:
     """
     crc = 0
     for piece in tensor.iter_bytes(max_bytes):
-        crc = zlib.crc32(piece, crc)
+        crc = crc32(piece, crc)
     return f"crc32:{crc:08x}:{tensor.nbytes}"
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .accel import crc32
 from .errors import HostileInputError, InputError, LimitExceededError
 from .limits import DEFAULT_MAX_BYTES, MAX_ZIP_MEMBERS, MAX_ZIP_RATIO
 
@@ -464,7 +465,7 @@ class MemberReader(io.RawIOBase):
         data = self._next(want)
         view[: len(data)] = data
         self._delivered += len(data)
-        self._crc = zlib.crc32(data, self._crc)
+        self._crc = crc32(data, self._crc)
         if self._delivered == self.member.size:
             self._finish()
         return len(data)

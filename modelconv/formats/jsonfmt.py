@@ -27,7 +27,6 @@ import json
 import math
 import re
 import struct
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import IO, Any
 import numpy as np
 
 from .. import dtypes
+from ..accel import b64decode_strict, b64encode
 from ..errors import (
     HostileInputError,
     InputError,
@@ -234,9 +234,9 @@ def _write_base64(tensor: Any, out: IO[bytes]) -> None:
     for piece in tensor.iter_bytes(_ENCODE_BYTES):
         data = carry + piece if carry else piece
         cut = len(data) - len(data) % 3
-        out.write(base64.b64encode(data[:cut]))
+        out.write(b64encode(data[:cut]))
         carry = bytes(data[cut:])
-    out.write(base64.b64encode(carry))
+    out.write(b64encode(carry))
 
 
 # --- reading ----------------------------------------------------------------
@@ -425,10 +425,8 @@ class _Scanner:
 
 
 def _decode_base64(text: bytes) -> bytes:
-    """Strict base64 decoding; binascii's strict mode runs at C speed (3.11+)."""
-    if sys.version_info >= (3, 11):
-        return binascii.a2b_base64(text, strict_mode=True)
-    return base64.b64decode(text, validate=True)
+    """Strict base64 decoding (see accel: SIMD where pybase64 is installed)."""
+    return b64decode_strict(text)
 
 
 class Base64Source:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import struct
 import zipfile
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes
+from ..accel import crc32
 from ..errors import (
     HostileInputError,
     InputError,
@@ -327,11 +327,15 @@ class NpyMemberSource:
         end = header.data_offset + header.nbytes
         if self.member.stored:
             check_crc = end == self.member.size
-            crc = zlib.crc32(self.archive.read_at(self.member, 0, header.data_offset))
+            crc = crc32(self.archive.read_at(self.member, 0, header.data_offset))
             for start in range(header.data_offset, end, step):
-                data = self.archive.read_at(self.member, start, min(step, end - start))
-                crc = zlib.crc32(data, crc)
-                yield np.frombuffer(bytearray(data), dtype=header.dtype)
+                # Read straight into the array that is handed on: one copy.
+                count = min(step, end - start) // max(1, itemsize)
+                piece = np.empty(count, header.dtype)
+                view = piece.view(np.uint8).data
+                self.archive.read_into(self.member, start, view)
+                crc = crc32(view, crc)
+                yield piece
             if check_crc and crc != self.member.crc:
                 raise InputError(
                     f"npz member {self.member.name!r} fails its CRC check; the "
