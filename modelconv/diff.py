@@ -26,12 +26,15 @@ from .callable_module import make_callable
 from .limits import DEFAULT_MAX_BYTES
 from .model import Architecture, Model, Role, Tensor
 
-# Comparison works on chunks of this many bytes per side. Each chunk is
-# widened to float64 (up to 4x for float16) with a few temporaries of that
-# size. At 64 KiB those stay below glibc's mmap threshold (128 KiB), so they
-# are reused instead of mapped and faulted in afresh: on 2 x 1 GiB float32
-# models, 6.6 s of CPU against 14 s at 256 KiB, and a 50 MiB peak.
-DIFF_CHUNK_BYTES = 64 * 2**10
+# Comparison works on chunks of this many bytes per side, with temporaries
+# of the chunk's size (in float32 or float64) kept in buffers reused from
+# chunk to chunk. Small chunks cost Python overhead per chunk; fresh
+# temporaries of any size above glibc's mmap threshold (128 KiB) are mapped
+# and faulted in anew each time, which is why they are reused.
+DIFF_CHUNK_BYTES = 1 * 2**20
+# Sources are read in pieces this many times larger than are compared: an
+# HDF5 read has a fixed cost per call.
+READS_PER_CHUNK = 4
 
 SCHEMA = 1
 
@@ -1222,8 +1225,9 @@ def aligned_chunks(
     """
     # Sources may yield more than asked (whole HDF5 chunks): cut to size.
     step = max(1, chunk_bytes // max(ta.numpy_dtype.itemsize, tb.numpy_dtype.itemsize))
-    iter_a = ta.iter_chunks(chunk_bytes)
-    iter_b = tb.iter_chunks(chunk_bytes)
+    read_bytes = chunk_bytes * READS_PER_CHUNK
+    iter_a = ta.iter_chunks(read_bytes)
+    iter_b = tb.iter_chunks(read_bytes)
     pend_a: np.ndarray | None = np.empty(0, dtype=ta.numpy_dtype)
     pend_b: np.ndarray | None = np.empty(0, dtype=tb.numpy_dtype)
     while pend_a is not None and pend_b is not None:
@@ -1257,23 +1261,47 @@ def _bits(chunk: np.ndarray) -> np.ndarray:
     return chunk.view(np.dtype(_UINT_OF_SIZE[size]).newbyteorder("<"))
 
 
-def _as_number(chunk: np.ndarray, name: str) -> np.ndarray:
-    """A chunk widened for arithmetic: floats to float64, complex to complex128."""
+def _work_dtype(name: str) -> np.dtype:
+    """The dtype differences are computed in, for one side's dtype.
+
+    float16 and bfloat16 widen exactly to float32, and float32 stays float32,
+    as numpy.isclose computes for float32 arrays (numpy 2 keeps Python-float
+    tolerances weak): the figures and the tolerance test are then those of
+    numpy, and each chunk moves half the bytes that float64 would.
+    """
     if name in dtypes.COMPLEX_NAMES:
-        return chunk.astype(np.complex128)
-    if name == "bool":
-        return chunk.astype(np.int8).astype(np.float64)
-    return chunk.astype(np.float64)
+        return np.dtype(np.complex128)
+    if name in ("float16", "bfloat16", "float32"):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)  # float64, integers and bool
+
+
+def _as_number(chunk: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A chunk in its work dtype, copied only when the dtype changes."""
+    if chunk.dtype.name == "bool":
+        chunk = chunk.view(np.int8)
+    return chunk.astype(dtype, copy=False)
 
 
 class _Stats:
-    """Running figures over the chunks of one tensor pair."""
+    """Running figures over the chunks of one tensor pair.
+
+    Temporaries live in buffers reused from chunk to chunk: fresh arrays of
+    a chunk's size would be mapped and faulted in anew each time.
+    """
 
     def __init__(self) -> None:
         self.bytes_differ = 0
         self.mismatched = 0
         self.max_abs: float = 0.0
         self.max_rel: float = 0.0
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def _buffer(self, key: str, size: int, dtype: np.dtype) -> np.ndarray:
+        found = self._buffers.get(key)
+        if found is None or found.dtype != dtype or found.size < size:
+            found = self._buffers[key] = np.empty(size, dtype=dtype)
+        return found[:size]
 
     def add(
         self,
@@ -1287,28 +1315,38 @@ class _Stats:
             bit_diff = _bits(a) != _bits(b)
             if bit_diff.ndim == 2:
                 bit_diff = bit_diff.any(axis=1)
+            differing = int(np.count_nonzero(bit_diff))
         else:
             bit_diff = np.ones(a.shape, dtype=bool)
-        self.bytes_differ += int(np.count_nonzero(bit_diff))
-        if not bit_diff.any():
+            differing = a.size
+        self.bytes_differ += differing
+        if not differing:
             return
 
         exact = {name_a, name_b} <= (dtypes.INT_NAMES | {"bool"})
-        x, y = _as_number(a, name_a), _as_number(b, name_b)
+        work = np.result_type(_work_dtype(name_a), _work_dtype(name_b))
+        x, y = _as_number(a, work), _as_number(b, work)
+        real = work.kind == "f"
         with np.errstate(invalid="ignore", over="ignore"):
-            diff = np.abs(x - y)
-        magnitude = np.abs(y)
+            if real:
+                diff = np.subtract(x, y, out=self._buffer("diff", x.size, work))
+                np.abs(diff, out=diff)
+                magnitude = np.abs(y, out=self._buffer("magnitude", y.size, work))
+            else:
+                diff, magnitude = np.abs(x - y), np.abs(y)
+        largest = float(diff.max())
         if exact and name_a == name_b:
             # Integers and bools compare exactly; differences are still sized.
-            self._sizes(diff, magnitude)
-            self.mismatched += int(np.count_nonzero(bit_diff))
+            self._sizes(diff, magnitude, largest)
+            self.mismatched += differing
             return
 
-        # |x - y| is NaN only where a NaN or two same-signed infinities meet;
-        # fix those few elements up instead of masking the whole chunk.
-        odd = np.flatnonzero(np.isnan(diff))
-        nan_pairs = odd[:0]
-        if odd.size:
+        nan_pairs = np.empty(0, dtype=np.intp)
+        if math.isnan(largest):
+            # |x - y| is NaN only where a NaN or two same-signed infinities
+            # meet (max propagates NaN, so a chunk without one skips this);
+            # fix those few elements up instead of masking the whole chunk.
+            odd = np.flatnonzero(np.isnan(diff))
             xs, ys = x[odd], y[odd]
             both = np.isnan(xs) & np.isnan(ys)
             fixed = np.where(xs == ys, 0.0, np.nan)  # inf == inf → 0
@@ -1316,10 +1354,11 @@ class _Stats:
                 fixed[both] = 0.0  # NaN equals NaN unless --nan-differs
                 nan_pairs = odd[both]
             diff[odd] = fixed
-        self._sizes(diff, magnitude)
+            largest = float(diff.max())
+        self._sizes(diff, magnitude, largest)
 
         if not options.tolerant:
-            self.mismatched += int(np.count_nonzero(bit_diff))
+            self.mismatched += differing
             return
         with np.errstate(invalid="ignore", over="ignore"):
             within = diff <= options.atol + options.rtol * magnitude
@@ -1334,27 +1373,36 @@ class _Stats:
             within |= close
         self.mismatched += int(np.count_nonzero(bit_diff & ~within))
 
-    def _sizes(self, diff: np.ndarray, magnitude: np.ndarray) -> None:
+    def _sizes(self, diff: np.ndarray, magnitude: np.ndarray, largest: float) -> None:
         """Fold a chunk's differences into the running maxima.
 
-        Elements with equal bits have a difference of 0 here, so no mask is
-        needed; a NaN difference (NaN against a number) makes both maxima NaN.
+        ``largest`` is ``diff.max()``. Elements with equal bits have a
+        difference of 0 here, so no mask is needed; a NaN difference (NaN
+        against a number) makes both maxima NaN.
         """
         if diff.size == 0 or math.isnan(self.max_abs):
             return
-        largest = float(diff.max())
         if math.isnan(largest):
             self.max_abs = self.max_rel = math.nan
             return
         self.max_abs = max(self.max_abs, largest)
+        if math.isinf(largest):
+            # An infinity against a finite number (or against the other
+            # infinity) is infinitely off.
+            self.max_rel = math.inf
+            return
         if largest == 0:
             return
-        rel = np.zeros_like(diff)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            np.divide(diff, magnitude, out=rel, where=diff > 0)
-        worst = float(rel.max())
-        # inf / inf: an infinity against a finite number is infinitely off.
-        self.max_rel = max(self.max_rel, math.inf if math.isnan(worst) else worst)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if diff.dtype.kind == "f":
+                rel = self._buffer("relative", diff.size, diff.dtype)
+                np.divide(diff, magnitude, out=rel)
+            else:
+                rel = diff / magnitude
+        # With finite differences a NaN in rel is 0 / 0, two equal zeros:
+        # fmax skips it, and d / 0 for d > 0 is inf, infinitely off.
+        worst = float(np.fmax.reduce(rel))
+        self.max_rel = max(self.max_rel, 0.0 if math.isnan(worst) else worst)
 
 
 def _ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -813,11 +813,12 @@ def test_memory_follows_the_chunk_not_the_tensor() -> None:
     import tracemalloc
 
     size = 8 * 2**20  # 32 MiB of float32 per side, 4x the allowed peak
+    chunk = 64 * 2**10
     a = Model(tensors=(Tensor("w", "float32", (size,), source=_Generated(size, 0)),))
     b = Model(tensors=(Tensor("w", "float32", (size,), source=_Generated(size, 0.5)),))
     tracemalloc.start()
     try:
-        result = diff_models(a, b, rtol=1e-3)
+        result = diff_models(a, b, rtol=1e-3, chunk_bytes=chunk)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -247,19 +247,22 @@ def test_config_strategy_is_not_trivial() -> None:
     st.floats(min_value=1e-12, max_value=10),
     st.floats(min_value=0, max_value=1),
     st.booleans(),
+    st.sampled_from([64, 32]),
 )
 def test_mismatches_agree_with_numpy_isclose(
-    data: Any, atol: float, rtol: float, nan_differs: bool
+    data: Any, atol: float, rtol: float, nan_differs: bool, width: int
 ) -> None:
     """With a tolerance, an element mismatches exactly where numpy's isclose
-    (|a - b| <= atol + rtol * |b|) says it is not close."""
+    (|a - b| <= atol + rtol * |b|, in float32 for float32 arrays) says it is
+    not close."""
     values = st.one_of(
-        st.floats(allow_nan=True, allow_infinity=True, width=64),
-        st.sampled_from([0.0, -0.0, 1.0, 1.0 + 1e-9]),
+        st.floats(allow_nan=True, allow_infinity=True, width=width),
+        st.sampled_from([0.0, -0.0, 1.0, 1.0 + 1e-9, 1.0 + 2**-23]),
     )
+    dtype = np.float64 if width == 64 else np.float32
     size = data.draw(st.integers(1, 20))
-    x = np.array(data.draw(st.lists(values, min_size=size, max_size=size)))
-    y = np.array(data.draw(st.lists(values, min_size=size, max_size=size)))
+    x = np.array(data.draw(st.lists(values, min_size=size, max_size=size)), dtype)
+    y = np.array(data.draw(st.lists(values, min_size=size, max_size=size)), dtype)
     result = diff_models(
         Model(tensors=(_tensor("w", x),)),
         Model(tensors=(_tensor("w", y),)),
@@ -269,7 +272,7 @@ def test_mismatches_agree_with_numpy_isclose(
     ).tensors[0]
     with np.errstate(invalid="ignore", over="ignore"):
         close = np.isclose(x, y, rtol=rtol, atol=atol, equal_nan=not nan_differs)
-    same_bits = x.view(np.uint64) == y.view(np.uint64)
+    same_bits = x.view(f"u{x.itemsize}") == y.view(f"u{y.itemsize}")
     if nan_differs:
         # Identical bytes are always equal; a NaN elsewhere always differs.
         close = (close & ~(np.isnan(x) | np.isnan(y))) | same_bits
