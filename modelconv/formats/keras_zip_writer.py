@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,6 +37,7 @@ import numpy as np
 from .. import dtypes, migrate
 from ..errors import UnsupportedError
 from ..model import Model, Role, Tensor
+from ..zipwrite import StoredZipWriter
 from .base import Loss, WriteOptions
 
 WEIGHTS_MEMBER = "model.weights.h5"
@@ -141,10 +141,10 @@ def write(model: Model, path: Path, options: WriteOptions) -> None:
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         h5_path = Path(scratch) / WEIGHTS_MEMBER
         write_weights_h5(h5_path, slots, _model_name(config))
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-            archive.writestr(METADATA_MEMBER, json.dumps(metadata))
-            archive.writestr(CONFIG_MEMBER, json.dumps(config))
-            archive.write(h5_path, WEIGHTS_MEMBER)
+        with StoredZipWriter(path) as archive:
+            archive.writestr(METADATA_MEMBER, json.dumps(metadata).encode())
+            archive.writestr(CONFIG_MEMBER, json.dumps(config).encode())
+            archive.write_file(WEIGHTS_MEMBER, h5_path)
 
 
 # ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from itertools import chain
 from math import prod
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from ..header import header_bytes, model_from_header, model_header, parse_header
 from ..limits import CHUNK_BYTES, MAX_JSON_DOCUMENT_BYTES
 from ..model import Model, Role, Tensor
 from ..ziputil import Member, SafeZip, is_zip, list_names
+from ..zipwrite import StoredZipWriter
 from .base import Loss, Probe, ReadOptions, WriteOptions
 
 HEADER_KEY = "__modelconv__"
@@ -666,6 +668,9 @@ def write(model: Model, path: Path, options: WriteOptions) -> None:
     method, level = _compression(options)
     keys = member_keys(model.names)
     text = header_bytes(model_header(model, keys))
+    if method == zipfile.ZIP_STORED:
+        _write_stored(model, path, keys, text)
+        return
     with zipfile.ZipFile(path, "w", allowZip64=True) as archive:
         _write_member(
             archive,
@@ -679,4 +684,19 @@ def write(model: Model, path: Path, options: WriteOptions) -> None:
                 _zip_info(keys[tensor.name] + NPY_SUFFIX, method, level),
                 npy_header_bytes(dtypes.storage_dtype(tensor.dtype), tensor.shape),
                 tensor.iter_bytes(),
+            )
+
+
+def _write_stored(
+    model: Model, path: Path, keys: Mapping[str, str], text: bytes
+) -> None:
+    """The default, uncompressed layout, through the faster stored-zip writer."""
+    with StoredZipWriter(path) as archive:
+        archive.write_member(
+            HEADER_MEMBER, [npy_header_bytes(np.dtype("u1"), (len(text),)), text]
+        )
+        for tensor in model.tensors:
+            head = npy_header_bytes(dtypes.storage_dtype(tensor.dtype), tensor.shape)
+            archive.write_member(
+                keys[tensor.name] + NPY_SUFFIX, chain([head], tensor.iter_bytes())
             )
