@@ -16,6 +16,7 @@ Python's ``zipfile``, numpy's ``np.load`` and Keras read the result.
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
 _END = struct.Struct("<4sHHHHIIH")
 _END64 = struct.Struct("<4sQHHIIQQQQ")
 _LOCATOR64 = struct.Struct("<4sIQI")
+_READ_BLOCK = 8 * 2**20
 
 _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF
@@ -60,7 +62,9 @@ class StoredZipWriter:
     """A zip being written member by member; ``close`` writes the directory."""
 
     def __init__(self, path: Path) -> None:
-        self._fh: IO[bytes] = open(path, "wb")
+        # Readable too: a member written through member_file is read back
+        # for its CRC.
+        self._fh: io.BufferedRandom = open(path, "w+b")
         self._entries: list[_Entry] = []
 
     def __enter__(self) -> StoredZipWriter:
@@ -105,6 +109,37 @@ class StoredZipWriter:
         self._fh.seek(end)
         self._entries.append(_Entry(encoded, flags, sink.crc, sink.size, offset))
 
+    @contextmanager
+    def member_file(self, name: str) -> Iterator[MemberWindow]:
+        """A member written through a seekable file (h5py writes the weights
+        file of a ``.keras`` archive into it in place, with no copy).
+
+        Its CRC can only be taken once the file is complete, so the member is
+        read back once, from the page cache, at the end.
+        """
+        encoded = name.encode("utf-8")
+        flags = 0 if encoded.isascii() else _FLAG_UTF8
+        offset = self._fh.tell()
+        header = _local_header(encoded, flags, 0, 0)
+        self._fh.write(header)
+        window = MemberWindow(self._fh, offset + len(header))
+        yield window
+        size, crc = window.extent, 0
+        self._fh.seek(offset + len(header))
+        buffer = bytearray(_READ_BLOCK)
+        left = size
+        while left > 0:
+            count = self._fh.readinto(memoryview(buffer)[: min(left, _READ_BLOCK)])
+            if not count:
+                raise OSError(f"zip member {name!r} is shorter than was written")
+            crc = crc32(memoryview(buffer)[:count], crc)
+            left -= count
+        self._fh.seek(offset)
+        self._fh.write(_local_header(encoded, flags, crc, size))
+        self._fh.seek(offset + len(header) + size)
+        self._fh.truncate()
+        self._entries.append(_Entry(encoded, flags, crc, size, offset))
+
     def close(self) -> None:
         if self._fh.closed:
             return
@@ -128,6 +163,67 @@ class _Sink:
         self._fh.write(data)
         self.crc = crc32(data, self.crc)
         self.size += memoryview(data).nbytes
+
+
+class MemberWindow(io.RawIOBase):
+    """The archive seen from the start of one member's data: a file that
+    grows at the archive's end, for writers that seek (HDF5)."""
+
+    def __init__(self, fh: io.BufferedRandom, base: int) -> None:
+        super().__init__()
+        self._fh = fh
+        self._base = base
+        self._pos = 0
+        self.extent = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        start = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.extent}
+        position = start[whence] + offset
+        if position < 0:
+            raise OSError(f"seek to {position}, before the member's start")
+        self._pos = position
+        return position
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        want = max(0, min(len(view), self.extent - self._pos))
+        self._fh.seek(self._base + self._pos)
+        done = 0
+        while done < want:
+            count = self._fh.readinto(view[done:want])
+            if not count:
+                break
+            done += count
+        self._pos += done
+        return done
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._fh.seek(self._base + self._pos)
+        count = self._fh.write(data)
+        self._pos += count
+        self.extent = max(self.extent, self._pos)
+        return count
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else size
+        self._fh.truncate(self._base + size)
+        self.extent = size
+        return size
+
+    def flush(self) -> None:
+        self._fh.flush()
 
 
 def _local_header(name: bytes, flags: int, crc: int, size: int) -> bytes:

@@ -100,3 +100,26 @@ def test_an_error_inside_a_member_leaves_no_directory(tmp_path: Path) -> None:
                 raise RuntimeError("source failed")
     with pytest.raises(zipfile.BadZipFile):
         zipfile.ZipFile(path)
+
+
+def test_h5py_writes_a_member_in_place(tmp_path: Path) -> None:
+    """The .keras weights file is written by h5py straight into the archive;
+    the member is a whole HDF5 file that h5py opens from the zip."""
+    import io
+
+    import h5py
+
+    path = tmp_path / "a.keras"
+    weights = np.arange(10_000, dtype="<f4").reshape(100, 100)
+    with zipwrite.StoredZipWriter(path) as archive:
+        archive.writestr("config.json", b"{}")
+        with archive.member_file("model.weights.h5") as handle:
+            with h5py.File(handle, "w") as h5:
+                h5.create_dataset("vars/0", data=weights)
+        archive.writestr("after.txt", b"last")
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+        data = archive.read("model.weights.h5")
+        assert archive.read("after.txt") == b"last"
+    with h5py.File(io.BytesIO(data), "r") as h5:
+        assert np.array_equal(h5["vars/0"][()], weights)

@@ -22,9 +22,9 @@ the source's tensor names go in ``metadata.json`` under ``modelconv``.
 
 from __future__ import annotations
 
+import io
 import json
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -138,13 +138,12 @@ def write(model: Model, path: Path, options: WriteOptions) -> None:
             "Keras 3 lays out differently; pass --allow-lossy or --drop optimizer"
         )
     metadata = archive_metadata(model, slots)
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-        h5_path = Path(scratch) / WEIGHTS_MEMBER
-        write_weights_h5(h5_path, slots, _model_name(config))
-        with StoredZipWriter(path) as archive:
-            archive.writestr(METADATA_MEMBER, json.dumps(metadata).encode())
-            archive.writestr(CONFIG_MEMBER, json.dumps(config).encode())
-            archive.write_file(WEIGHTS_MEMBER, h5_path)
+    with StoredZipWriter(path) as archive:
+        archive.writestr(METADATA_MEMBER, json.dumps(metadata).encode())
+        archive.writestr(CONFIG_MEMBER, json.dumps(config).encode())
+        # Written in place: no temporary file, no second copy of the weights.
+        with archive.member_file(WEIGHTS_MEMBER) as handle:
+            write_weights_h5(handle, slots, _model_name(config))
 
 
 # ---------------------------------------------------------------------------
@@ -407,7 +406,9 @@ SEED_GENERATOR = "seed_generator"
 # model.weights.h5
 
 
-def write_weights_h5(path: Path, slots: list[Slot], model_name: str) -> None:
+def write_weights_h5(
+    path: Path | io.IOBase, slots: list[Slot], model_name: str
+) -> None:
     """Write the weights file, one tensor at a time.
 
     Empty ``vars`` groups are not needed by Keras's reader (a missing group
