@@ -84,25 +84,11 @@ def _by_format(result: Any) -> dict[str, Any]:
 # Round-trip failures found by verify in other modules, and reported; while
 # they last, the tests below mark them as expected failures instead of
 # hiding them. Remove an entry when its cause is fixed.
-KNOWN_FAILURES = {
-    "tfjs": "for a weights-only model the tfjs writer names manifest weights "
-    "by their HDF5 paths (`dense/dense/kernel`) and, with no architecture to "
-    "map them back, the reader keeps those names: tensor names do not survive",
-}
-
-
-def _xfail_known(failed: list[Any]) -> None:
-    formats = {check.format for check in failed}
-    if failed and formats <= set(KNOWN_FAILURES):
-        pytest.xfail("; ".join(KNOWN_FAILURES[f] for f in sorted(formats)))
-
-
 def test_every_lossless_format_round_trips(npz_model: Path) -> None:
     result = verify_path(npz_model)
     checks = _by_format(result)
     ran = [c for c in result.formats if c.status is not VerifyStatus.SKIPPED]
     assert {"npz", "json"} <= {c.format for c in ran}
-    _xfail_known([c for c in ran if c.status is not VerifyStatus.PASS])
     for check in ran:
         assert check.status is VerifyStatus.PASS, check
         assert check.architecture and check.names and check.dtypes
@@ -221,7 +207,6 @@ def test_fixture_round_trips(name: str) -> None:
     ran = [c for c in result.formats if c.status is not VerifyStatus.SKIPPED]
     assert ran, f"no format could carry {name}"
     failed = [c for c in ran if c.status is not VerifyStatus.PASS]
-    _xfail_known(failed)
     assert [c.to_json() for c in failed] == []
     assert result.exit_code == 0
 

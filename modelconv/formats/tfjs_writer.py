@@ -135,8 +135,11 @@ def _weight_name(tensor: Tensor) -> str:
     return tensor.name
 
 
-def _specs(tensors: list[Tensor]) -> list[dict[str, Any]]:
-    names = [_weight_name(t) for t in tensors]
+def _specs(tensors: list[Tensor], keras_names: bool) -> list[dict[str, Any]]:
+    """Manifest entries. ``keras_names``: name each weight as tf.js looks it
+    up in a topology (the Keras 2 weight name); without a topology nothing
+    looks names up, and the canonical names come back as they were."""
+    names = [_weight_name(t) if keras_names else t.name for t in tensors]
     if len(set(names)) != len(names):
         names = [t.name for t in tensors]
     specs = []
@@ -216,7 +219,7 @@ def write(model: Model, path: Path, options: WriteOptions) -> None:
 
     path.mkdir(parents=True, exist_ok=True)
     tensors = list(model.tensors)
-    specs = _specs(tensors)
+    specs = _specs(tensors, keras_names=model.architecture is not None)
     total = sum(t.nbytes for t in tensors)
     shards = _Shards(path, total)
     try:
