@@ -36,5 +36,9 @@ MAX_ZIP_RATIO = 2000
 MAX_ZIP_MEMBERS = 100_000
 
 # Chunk size used to stream tensors: big enough to amortise call overhead,
-# small enough to keep memory flat.
-CHUNK_BYTES = 16 * 2**20
+# small enough to keep memory flat. Measured on 1 GiB of float32 (h5py
+# reading every dataset in slabs, page cache warm): 16 MiB pieces took 0.3
+# to 0.45 s, 4 MiB pieces 0.14 s. Pieces that large are mapped afresh and
+# faulted in page by page on each allocation; the kernel time that costs
+# grew with the piece, and 8 MiB is also the copy baseline's block.
+CHUNK_BYTES = 8 * 2**20
