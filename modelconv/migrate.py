@@ -1135,21 +1135,30 @@ def iter_layers(
 
 def layer_tensors(model: Model, prefix: str) -> list[Tensor]:
     """The non-optimizer tensors named ``prefix/...`` in model order."""
-    start = f"{prefix}/"
-    return [
-        t
-        for t in model.tensors
-        if t.role is not Role.OPTIMIZER
-        and t.name.startswith(start)
-        and not _belongs_deeper(t.name, prefix, model)
-    ]
+    return list(_prefix_index(model.tensors).get(prefix, ()))
 
 
-def _belongs_deeper(name: str, prefix: str, model: Model) -> bool:
-    # "a/b/kernel" belongs to layer "a/b", not to a layer named "a" when a
-    # nested model "a" holds layer "b"; callers pass full layer prefixes, so
-    # only the exact owner is asked for. Kept as a hook for clarity.
-    return False
+# Callers ask for every layer of a model in turn; scanning all tensors for
+# each made a 400-layer DenseNet take 0.15 s in this function alone. The
+# index of the last tensor tuple asked about is kept (tuples are immutable,
+# so it cannot go stale).
+_LAST_INDEX: tuple[tuple[Tensor, ...], dict[str, list[Tensor]]] | None = None
+
+
+def _prefix_index(tensors: tuple[Tensor, ...]) -> dict[str, list[Tensor]]:
+    """Every name prefix ending at a ``/`` -> the tensors under it."""
+    global _LAST_INDEX
+    if _LAST_INDEX is not None and _LAST_INDEX[0] is tensors:
+        return _LAST_INDEX[1]
+    index: dict[str, list[Tensor]] = {}
+    for tensor in tensors:
+        if tensor.role is Role.OPTIMIZER:
+            continue
+        parts = tensor.name.split("/")
+        for end in range(1, len(parts)):
+            index.setdefault("/".join(parts[:end]), []).append(tensor)
+    _LAST_INDEX = (tensors, index)
+    return index
 
 
 # ---------------------------------------------------------------------------
