@@ -835,6 +835,14 @@ class RestrictedUnpickler:
             raise self._damaged(f"array has {len(value)} dimensions (numpy allows 64)")
         return tuple(value)
 
+    def fortran_order(self, order: Any) -> bool:
+        # The order comes from the file: it may be a list or dict, which
+        # cannot even be looked up in _ORDER (unhashable), so check the type.
+        if isinstance(order, str) and order in _ORDER:
+            return _ORDER[order]
+        shown = repr(order[:8]) if isinstance(order, str) else type(order).__name__
+        raise self._damaged(f"array order {shown} (numpy writes 'C' or 'F')")
+
     def array(
         self, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, data: Any
     ) -> ArrayRef:
@@ -912,9 +920,7 @@ class RestrictedUnpickler:
             return ArrayRef(self.op_offset)
         dtype = self.dtype_of(state.get("dtype"))
         shape = self._shape(state.get("shape"))
-        order = state.get("order", "C")
-        if order not in _ORDER:
-            raise self._damaged(f"array order {order!r}")
+        fortran = self.fortran_order(state.get("order", "C"))
         if dtype.hasobject:
             raise UnsupportedError(
                 f"joblib object array at offset {self.op_offset}: joblib stores "
@@ -927,7 +933,7 @@ class RestrictedUnpickler:
         need = math.prod(shape) * dtype.itemsize
         self.input.check_available(need, "joblib array data", self.op_offset)
         self._count_array(need)
-        return self.array(dtype, shape, _ORDER[order], self.input.skip(need))
+        return self.array(dtype, shape, fortran, self.input.skip(need))
 
     # -- Keras
 
@@ -988,12 +994,13 @@ def _r_reconstruct(m: RestrictedUnpickler, g: GlobalRef, args: tuple) -> Any:
 
 def _r_frombuffer(m: RestrictedUnpickler, g: GlobalRef, args: tuple) -> Any:
     # numpy >= 1.16 under protocol 5: _frombuffer(buffer, dtype, shape, order).
-    if len(args) != 4 or args[3] not in _ORDER:
+    if len(args) != 4:
         raise m._damaged("_frombuffer needs (buffer, dtype, shape, order)")
     buf = args[0]
     if not isinstance(buf, (bytes, bytearray, LazyBytes)):
         raise m._damaged(f"_frombuffer of a {type(buf).__name__}")
-    return m.array(m.dtype_of(args[1]), m._shape(args[2]), _ORDER[args[3]], buf)
+    fortran = m.fortran_order(args[3])
+    return m.array(m.dtype_of(args[1]), m._shape(args[2]), fortran, buf)
 
 
 def _r_scalar(m: RestrictedUnpickler, g: GlobalRef, args: tuple) -> Any:
@@ -1008,6 +1015,11 @@ def _r_scalar(m: RestrictedUnpickler, g: GlobalRef, args: tuple) -> Any:
         raw = raw.encode("latin-1", errors="replace")
     if not isinstance(raw, bytes) or len(raw) != dtype.itemsize:
         raise m._damaged(f"numpy scalar of {dtype.str} with wrong data")
+    if dtype.kind == "U":
+        # numpy turns a code point beyond Unicode into a SystemError.
+        codes = np.frombuffer(raw, dtype=np.dtype("u4").newbyteorder(dtype.byteorder))
+        if codes.size and int(codes.max()) > 0x10FFFF:
+            raise m._damaged("numpy str scalar holds a code point beyond Unicode")
     return np.frombuffer(raw, dtype=dtype)[0].item()
 
 

@@ -454,6 +454,52 @@ def _(p: Path) -> bytes:
     return out.getvalue()
 
 
+@case("frombuffer_order_is_a_list")
+def _(p: Path) -> bytes:
+    # An unhashable order once escaped as a TypeError from the _ORDER lookup.
+    return (
+        P4
+        + stack_glob("numpy._core.numeric", "_frombuffer")
+        + b"(C\x04\0\0\0\0"
+        + s("<f4")
+        + b"K\x01\x85]tR."
+    )
+
+
+@case("joblib_order_is_a_dict")
+def _(p: Path) -> bytes:
+    return (
+        P4
+        + stack_glob("joblib.numpy_pickle", "NumpyArrayWrapper")
+        + b")\x81}("
+        + s("subclass")
+        + stack_glob("numpy", "ndarray")
+        + s("shape")
+        + b"K\x01\x85"
+        + s("order")
+        + b"}"
+        + s("dtype")
+        + s("<f4")
+        + b"ub"
+        + b"\0" * 4
+        + b"."
+    )
+
+
+@case("numpy_str_scalar_beyond_unicode")
+def _(p: Path) -> bytes:
+    # numpy raises SystemError (an internal error, exit 3) for such a scalar.
+    return (
+        P4
+        + stack_glob("numpy._core.multiarray", "scalar")
+        + stack_glob("numpy", "dtype")
+        + s("<U1")
+        + b"\x85R"
+        + b"C\x04\xff\xff\xff\xff"
+        + b"\x86R."
+    )
+
+
 def _zlib_bomb(p: Path) -> bytes:
     # 64 MiB of zeros in ~64 KiB; not a pickle once decompressed.
     encoder = zlib.compressobj(9)
