@@ -52,6 +52,14 @@ MAX_SHORT_LINE = 4096
 # anything a model pickle stores (numpy's seeds are 128 bits).
 MAX_LONG_BYTES = 1024
 
+# Dict keys and set items whose hash the file can choose: Python salts the
+# hashes of str and bytes per process, but tuples, complex numbers and ints
+# beyond 2**61 can be made to collide, and N colliding keys in one dict cost
+# N**2 comparisons. Model pickles key their dicts by strings; 10 000 such
+# keys in a whole stream cost well under a second even if all collide.
+MAX_CHOSEN_HASH_KEYS = 10_000
+HASH_MODULUS = 2**61 - 1  # sys.hash_info.modulus on 64-bit builds
+
 # How many offenders an error message names before summarising.
 MAX_LISTED_OFFENDERS = 12
 
@@ -543,6 +551,7 @@ class RestrictedUnpickler:
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
         self.offenders: list[Offender] = []
+        self.chosen_hash_keys = 0
         self.op_offset = 0
         self.op_name = ""
 
@@ -966,7 +975,12 @@ def _is_tainted(value: Any) -> bool:
 
 def _simple_key(machine: RestrictedUnpickler, key: Any) -> Any:
     """Dict keys and set items: hashing must stay cheap and call nothing."""
-    if isinstance(key, (str, bytes, int, float, complex, bool, type(None), Tainted)):
+    if isinstance(key, (str, bytes, float, bool, type(None), Tainted)):
+        return key
+    if isinstance(key, int) and -HASH_MODULUS < key < HASH_MODULUS:
+        return key  # hashes to itself (bar -1): no floods of collisions
+    if isinstance(key, (int, complex)):
+        _count_chosen_hash(machine)
         return key
     if isinstance(key, LazyText):
         return machine._offend("a dict key longer than 64 KiB")
@@ -975,8 +989,20 @@ def _simple_key(machine: RestrictedUnpickler, key: Any) -> Any:
         and len(key) <= 64
         and all(isinstance(k, (str, bytes, int, float, bool, type(None))) for k in key)
     ):
+        _count_chosen_hash(machine)
         return key
     raise machine._damaged(f"a {type(key).__name__} used as a dict key or set item")
+
+
+def _count_chosen_hash(machine: RestrictedUnpickler) -> None:
+    machine.chosen_hash_keys += 1
+    if machine.chosen_hash_keys > MAX_CHOSEN_HASH_KEYS:
+        raise LimitExceededError(
+            f"the pickle uses more than {MAX_CHOSEN_HASH_KEYS} tuples, complex "
+            "numbers or integers beyond 2**61 as dict keys or set items (at "
+            f"offset {machine.op_offset}); their hashes can be made to collide, "
+            "which makes reading quadratic, so the file is refused"
+        )
 
 
 # ---------------------------------------------------------------------------

@@ -655,6 +655,39 @@ def test_doubling_tuple_as_a_dict_key_is_refused_without_hashing(
     assert time.perf_counter() - start < 1.0
 
 
+def colliding_keys_stream(count: int) -> bytes:
+    """A dict of ``count`` distinct ints that all share one hash (i * (2**61-1))."""
+    modulus = 2**61 - 1
+    keys = b"".join(
+        b"\x8a\x0a" + (i * modulus).to_bytes(10, "little", signed=True) + b"N"
+        for i in range(1, count + 1)
+    )
+    return P4 + b"}(" + keys + b"u."
+
+
+def test_hash_colliding_dict_keys_are_refused_in_linear_time(tmp_path: Path) -> None:
+    # 40 000 colliding keys took about ten seconds to insert before the cap;
+    # the budget stops the flood after 10 000, well under a second.
+    path = tmp_path / "collide.pkl"
+    path.write_bytes(colliding_keys_stream(40_000))
+    start = time.perf_counter()
+    with pytest.raises(LimitExceededError, match="collide"):
+        pickles.read(path, ReadOptions())
+    assert time.perf_counter() - start < 2.0
+
+
+def test_a_few_large_int_and_tuple_keys_still_read(tmp_path: Path) -> None:
+    value = {2**70: 1, (1, "a"): 2, 3 + 4j: 3, -1: 4}
+    path = tmp_path / "keys.pkl"
+    path.write_bytes(colliding_keys_stream(100))
+    with pickles.read(path, ReadOptions()) as model:
+        assert len(model.metadata["values"]) == 100
+    path.write_bytes(pickle.dumps({"keys": value}, protocol=4))
+    with pickles.read(path, ReadOptions()) as model:
+        assert model.metadata["values"]["keys/(1, 'a')"] == 2
+        assert len(model.metadata["values"]) == 4
+
+
 def test_structure_budget_is_enforced() -> None:
     data = pickle.dumps(["x" * 1000], protocol=4)
     big = pickle.dumps([f"{i:0100d}" for i in range(100)], protocol=4)
