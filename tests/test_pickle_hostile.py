@@ -688,6 +688,27 @@ def test_a_few_large_int_and_tuple_keys_still_read(tmp_path: Path) -> None:
         assert len(model.metadata["values"]) == 4
 
 
+def same_name_tree(depth: int) -> bytes:
+    """2**depth paths x/x/.../x (str or bytes key at each level), one shared array."""
+    array = pickle.dumps(np.zeros(1, "f4"), protocol=4)[2:-1]
+    node = b"h\x64"  # BINGET 100: the array
+    for _ in range(depth):
+        node = b"}(" + s("x") + node + b"C\x01x" + node + b"u"
+    return P4 + array + b"q\x640" + node + b"."  # BINPUT 100, POP
+
+
+def test_many_paths_with_one_name_take_linear_time(tmp_path: Path) -> None:
+    # Each clash once rescanned every earlier suffix: 8192 tensors named
+    # x/x/.../x took about seven seconds.
+    path = tmp_path / "names.pkl"
+    path.write_bytes(same_name_tree(13))
+    start = time.perf_counter()
+    with pickles.read(path, ReadOptions()) as model:
+        names = [tensor.name for tensor in model.tensors]
+    assert time.perf_counter() - start < 1.5
+    assert len(names) == len(set(names)) == 2**13
+
+
 def test_structure_budget_is_enforced() -> None:
     data = pickle.dumps(["x" * 1000], protocol=4)
     big = pickle.dumps([f"{i:0100d}" for i in range(100)], protocol=4)
