@@ -586,6 +586,26 @@ class RestrictedUnpickler:
             + "; ".join(listed)
             + f"{suffix}. Nothing was executed; modelconv reads only arrays, "
             "Keras model objects and scikit-learn MLPs from pickles"
+            + self._sklearn_hint()
+        )
+
+    def _sklearn_hint(self) -> str:
+        # Other estimators are the commonest refusal of an honest file: say
+        # which classes were found and how to get their arrays out.
+        classes = sorted(
+            {
+                o.what.rsplit(".", 1)[-1]
+                for o in self.offenders
+                if o.what.startswith("sklearn.")
+            }
+        )
+        if not classes:
+            return ""
+        return (
+            f". It holds scikit-learn {', '.join(classes[:8])}: in a trusted "
+            "session, np.savez the fitted arrays you need (e.g. coef_, "
+            "intercept_), or pickle a Pipeline's fitted MLPClassifier or "
+            "MLPRegressor step on its own"
         )
 
     def _run(self) -> Any:
