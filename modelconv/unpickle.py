@@ -875,6 +875,14 @@ class RestrictedUnpickler:
     def array(
         self, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, data: Any
     ) -> ArrayRef:
+        # numpy refuses a shape whose non-zero dimensions overflow its byte
+        # count, even when another dimension is 0 (so no data is declared).
+        extent = math.prod(d for d in shape if d) * max(1, dtype.itemsize)
+        if extent >= 2**63:
+            raise InputError(
+                f"array at offset {self.op_offset} declares shape {list(shape)}, "
+                "beyond what numpy can hold; the pickle is damaged"
+            )
         ref = ArrayRef(self.op_offset)
         ref.dtype, ref.shape, ref.fortran = dtype, shape, fortran
         if dtype.hasobject:

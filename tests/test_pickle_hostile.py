@@ -778,6 +778,17 @@ def test_cli_refuses_with_exit_2_and_one_line(
         + glob("numpy.core.multiarray", "_reconstruct")
         + glob("numpy", "ndarray")
         + b"K\x00\x85C\x01b\x87R.",
+        # shape (0, 2**62, 2**62): no data, yet numpy cannot make the array
+        P4
+        + glob("numpy.core.multiarray", "_reconstruct")
+        + glob("numpy", "ndarray")
+        + b"K\x00\x85C\x01b\x87R"
+        + b"(K\x01(K\x00"
+        + (b"\x8a\x08" + (2**62).to_bytes(8, "little")) * 2
+        + b"t"
+        + glob("numpy", "dtype")
+        + s("<f4")
+        + b"\x85R\x89C\x00tb.",
         # a '<U1' array whose code point is beyond Unicode
         pickle.dumps(np.array(["a"]), protocol=4).replace(
             b"a\x00\x00\x00", b"\xff" * 4
