@@ -500,6 +500,11 @@ def _(p: Path) -> bytes:
     )
 
 
+@case("payload_after_first_joblib_array_zlib")
+def _(p: Path) -> bytes:
+    return zlib.compress(CASES["payload_after_first_joblib_array"](p))
+
+
 def _zlib_bomb(p: Path) -> bytes:
     # 64 MiB of zeros in ~64 KiB; not a pickle once decompressed.
     encoder = zlib.compressobj(9)
@@ -564,6 +569,48 @@ def test_refusal_is_hostile_and_names_the_global(name: str, tmp_path: Path) -> N
     error = refused(CASES[name](tmp_path / "sentinel"), tmp_path)
     assert isinstance(error, HostileInputError)
     assert "offset" in str(error)
+
+
+# Gadgets from public scanner bypasses (picklescan, modelscan, fickling
+# write-ups) and look-alike names: none is on the allow-list, each must be
+# named in the refusal.
+GADGETS = [
+    ("operator", "attrgetter"),
+    ("_operator", "methodcaller"),
+    ("functools", "partial"),
+    ("runpy", "_run_code"),
+    ("pdb", "Pdb"),
+    ("bdb", "Bdb"),
+    ("code", "InteractiveInterpreter"),
+    ("timeit", "timeit"),
+    ("pip._internal", "main"),
+    ("ctypes", "CDLL"),
+    ("importlib", "import_module"),
+    ("webbrowser", "open"),
+    ("pydoc", "pipepager"),
+    ("numpy.f2py.crackfortran", "myeval"),
+    ("numpy.lib.npyio", "load"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch.serialization", "load"),
+    ("copyreg", "__newobj__"),
+    ("builtins", "object.__reduce_ex__"),
+    ("os ", "system"),
+    ("builtins\n", "eval"),
+    ("nt", "system"),
+    ("\uff4f\uff53", "system"),  # fullwidth 'os'
+    ("numpy\x00", "ndarray"),
+    ("numpy.core", "multiarray._reconstruct"),
+]
+
+
+@pytest.mark.parametrize("module, name", GADGETS)
+def test_scanner_bypass_gadgets_are_refused_by_name(
+    module: str, name: str, tmp_path: Path
+) -> None:
+    call = stack_glob(module, name) + s(touch_cmd(tmp_path / "sentinel")) + b"\x85R."
+    error = refused(P4 + call, tmp_path)
+    assert isinstance(error, HostileInputError)
+    assert f"{module}.{name}" in str(error)
 
 
 def test_every_offender_is_listed_with_its_offset(tmp_path: Path) -> None:
