@@ -52,6 +52,14 @@ MAX_SHORT_LINE = 4096
 # anything a model pickle stores (numpy's seeds are 128 bits).
 MAX_LONG_BYTES = 1024
 
+# Dict keys and set items whose hash the file can choose: Python salts the
+# hashes of str and bytes per process, but tuples, complex numbers and ints
+# beyond 2**61 can be made to collide, and N colliding keys in one dict cost
+# N**2 comparisons. Model pickles key their dicts by strings; 10 000 such
+# keys in a whole stream cost well under a second even if all collide.
+MAX_CHOSEN_HASH_KEYS = 10_000
+HASH_MODULUS = 2**61 - 1  # sys.hash_info.modulus on 64-bit builds
+
 # How many offenders an error message names before summarising.
 MAX_LISTED_OFFENDERS = 12
 
@@ -543,6 +551,7 @@ class RestrictedUnpickler:
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
         self.offenders: list[Offender] = []
+        self.chosen_hash_keys = 0
         self.op_offset = 0
         self.op_name = ""
 
@@ -577,6 +586,26 @@ class RestrictedUnpickler:
             + "; ".join(listed)
             + f"{suffix}. Nothing was executed; modelconv reads only arrays, "
             "Keras model objects and scikit-learn MLPs from pickles"
+            + self._sklearn_hint()
+        )
+
+    def _sklearn_hint(self) -> str:
+        # Other estimators are the commonest refusal of an honest file: say
+        # which classes were found and how to get their arrays out.
+        classes = sorted(
+            {
+                o.what.rsplit(".", 1)[-1]
+                for o in self.offenders
+                if o.what.startswith("sklearn.")
+            }
+        )
+        if not classes:
+            return ""
+        return (
+            f". It holds scikit-learn {', '.join(classes[:8])}: in a trusted "
+            "session, np.savez the fitted arrays you need (e.g. coef_, "
+            "intercept_), or pickle a Pipeline's fitted MLPClassifier or "
+            "MLPRegressor step on its own"
         )
 
     def _run(self) -> Any:
@@ -835,9 +864,25 @@ class RestrictedUnpickler:
             raise self._damaged(f"array has {len(value)} dimensions (numpy allows 64)")
         return tuple(value)
 
+    def fortran_order(self, order: Any) -> bool:
+        # The order comes from the file: it may be a list or dict, which
+        # cannot even be looked up in _ORDER (unhashable), so check the type.
+        if isinstance(order, str) and order in _ORDER:
+            return _ORDER[order]
+        shown = repr(order[:8]) if isinstance(order, str) else type(order).__name__
+        raise self._damaged(f"array order {shown} (numpy writes 'C' or 'F')")
+
     def array(
         self, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, data: Any
     ) -> ArrayRef:
+        # numpy refuses a shape whose non-zero dimensions overflow its byte
+        # count, even when another dimension is 0 (so no data is declared).
+        extent = math.prod(d for d in shape if d) * max(1, dtype.itemsize)
+        if extent >= 2**63:
+            raise InputError(
+                f"array at offset {self.op_offset} declares shape {list(shape)}, "
+                "beyond what numpy can hold; the pickle is damaged"
+            )
         ref = ArrayRef(self.op_offset)
         ref.dtype, ref.shape, ref.fortran = dtype, shape, fortran
         if dtype.hasobject:
@@ -912,9 +957,7 @@ class RestrictedUnpickler:
             return ArrayRef(self.op_offset)
         dtype = self.dtype_of(state.get("dtype"))
         shape = self._shape(state.get("shape"))
-        order = state.get("order", "C")
-        if order not in _ORDER:
-            raise self._damaged(f"array order {order!r}")
+        fortran = self.fortran_order(state.get("order", "C"))
         if dtype.hasobject:
             raise UnsupportedError(
                 f"joblib object array at offset {self.op_offset}: joblib stores "
@@ -927,7 +970,7 @@ class RestrictedUnpickler:
         need = math.prod(shape) * dtype.itemsize
         self.input.check_available(need, "joblib array data", self.op_offset)
         self._count_array(need)
-        return self.array(dtype, shape, _ORDER[order], self.input.skip(need))
+        return self.array(dtype, shape, fortran, self.input.skip(need))
 
     # -- Keras
 
@@ -960,7 +1003,12 @@ def _is_tainted(value: Any) -> bool:
 
 def _simple_key(machine: RestrictedUnpickler, key: Any) -> Any:
     """Dict keys and set items: hashing must stay cheap and call nothing."""
-    if isinstance(key, (str, bytes, int, float, complex, bool, type(None), Tainted)):
+    if isinstance(key, (str, bytes, float, bool, type(None), Tainted)):
+        return key
+    if isinstance(key, int) and -HASH_MODULUS < key < HASH_MODULUS:
+        return key  # hashes to itself (bar -1): no floods of collisions
+    if isinstance(key, (int, complex)):
+        _count_chosen_hash(machine)
         return key
     if isinstance(key, LazyText):
         return machine._offend("a dict key longer than 64 KiB")
@@ -969,8 +1017,20 @@ def _simple_key(machine: RestrictedUnpickler, key: Any) -> Any:
         and len(key) <= 64
         and all(isinstance(k, (str, bytes, int, float, bool, type(None))) for k in key)
     ):
+        _count_chosen_hash(machine)
         return key
     raise machine._damaged(f"a {type(key).__name__} used as a dict key or set item")
+
+
+def _count_chosen_hash(machine: RestrictedUnpickler) -> None:
+    machine.chosen_hash_keys += 1
+    if machine.chosen_hash_keys > MAX_CHOSEN_HASH_KEYS:
+        raise LimitExceededError(
+            f"the pickle uses more than {MAX_CHOSEN_HASH_KEYS} tuples, complex "
+            "numbers or integers beyond 2**61 as dict keys or set items (at "
+            f"offset {machine.op_offset}); their hashes can be made to collide, "
+            "which makes reading quadratic, so the file is refused"
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -988,12 +1048,13 @@ def _r_reconstruct(m: RestrictedUnpickler, g: GlobalRef, args: tuple) -> Any:
 
 def _r_frombuffer(m: RestrictedUnpickler, g: GlobalRef, args: tuple) -> Any:
     # numpy >= 1.16 under protocol 5: _frombuffer(buffer, dtype, shape, order).
-    if len(args) != 4 or args[3] not in _ORDER:
+    if len(args) != 4:
         raise m._damaged("_frombuffer needs (buffer, dtype, shape, order)")
     buf = args[0]
     if not isinstance(buf, (bytes, bytearray, LazyBytes)):
         raise m._damaged(f"_frombuffer of a {type(buf).__name__}")
-    return m.array(m.dtype_of(args[1]), m._shape(args[2]), _ORDER[args[3]], buf)
+    fortran = m.fortran_order(args[3])
+    return m.array(m.dtype_of(args[1]), m._shape(args[2]), fortran, buf)
 
 
 def _r_scalar(m: RestrictedUnpickler, g: GlobalRef, args: tuple) -> Any:
@@ -1008,6 +1069,11 @@ def _r_scalar(m: RestrictedUnpickler, g: GlobalRef, args: tuple) -> Any:
         raw = raw.encode("latin-1", errors="replace")
     if not isinstance(raw, bytes) or len(raw) != dtype.itemsize:
         raise m._damaged(f"numpy scalar of {dtype.str} with wrong data")
+    if dtype.kind == "U":
+        # numpy turns a code point beyond Unicode into a SystemError.
+        codes = np.frombuffer(raw, dtype=np.dtype("u4").newbyteorder(dtype.byteorder))
+        if codes.size and int(codes.max()) > 0x10FFFF:
+            raise m._damaged("numpy str scalar holds a code point beyond Unicode")
     return np.frombuffer(raw, dtype=dtype)[0].item()
 
 

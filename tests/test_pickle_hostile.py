@@ -454,6 +454,57 @@ def _(p: Path) -> bytes:
     return out.getvalue()
 
 
+@case("frombuffer_order_is_a_list")
+def _(p: Path) -> bytes:
+    # An unhashable order once escaped as a TypeError from the _ORDER lookup.
+    return (
+        P4
+        + stack_glob("numpy._core.numeric", "_frombuffer")
+        + b"(C\x04\0\0\0\0"
+        + s("<f4")
+        + b"K\x01\x85]tR."
+    )
+
+
+@case("joblib_order_is_a_dict")
+def _(p: Path) -> bytes:
+    return (
+        P4
+        + stack_glob("joblib.numpy_pickle", "NumpyArrayWrapper")
+        + b")\x81}("
+        + s("subclass")
+        + stack_glob("numpy", "ndarray")
+        + s("shape")
+        + b"K\x01\x85"
+        + s("order")
+        + b"}"
+        + s("dtype")
+        + s("<f4")
+        + b"ub"
+        + b"\0" * 4
+        + b"."
+    )
+
+
+@case("numpy_str_scalar_beyond_unicode")
+def _(p: Path) -> bytes:
+    # numpy raises SystemError (an internal error, exit 3) for such a scalar.
+    return (
+        P4
+        + stack_glob("numpy._core.multiarray", "scalar")
+        + stack_glob("numpy", "dtype")
+        + s("<U1")
+        + b"\x85R"
+        + b"C\x04\xff\xff\xff\xff"
+        + b"\x86R."
+    )
+
+
+@case("payload_after_first_joblib_array_zlib")
+def _(p: Path) -> bytes:
+    return zlib.compress(CASES["payload_after_first_joblib_array"](p))
+
+
 def _zlib_bomb(p: Path) -> bytes:
     # 64 MiB of zeros in ~64 KiB; not a pickle once decompressed.
     encoder = zlib.compressobj(9)
@@ -518,6 +569,48 @@ def test_refusal_is_hostile_and_names_the_global(name: str, tmp_path: Path) -> N
     error = refused(CASES[name](tmp_path / "sentinel"), tmp_path)
     assert isinstance(error, HostileInputError)
     assert "offset" in str(error)
+
+
+# Gadgets from public scanner bypasses (picklescan, modelscan, fickling
+# write-ups) and look-alike names: none is on the allow-list, each must be
+# named in the refusal.
+GADGETS = [
+    ("operator", "attrgetter"),
+    ("_operator", "methodcaller"),
+    ("functools", "partial"),
+    ("runpy", "_run_code"),
+    ("pdb", "Pdb"),
+    ("bdb", "Bdb"),
+    ("code", "InteractiveInterpreter"),
+    ("timeit", "timeit"),
+    ("pip._internal", "main"),
+    ("ctypes", "CDLL"),
+    ("importlib", "import_module"),
+    ("webbrowser", "open"),
+    ("pydoc", "pipepager"),
+    ("numpy.f2py.crackfortran", "myeval"),
+    ("numpy.lib.npyio", "load"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch.serialization", "load"),
+    ("copyreg", "__newobj__"),
+    ("builtins", "object.__reduce_ex__"),
+    ("os ", "system"),
+    ("builtins\n", "eval"),
+    ("nt", "system"),
+    ("\uff4f\uff53", "system"),  # fullwidth 'os'
+    ("numpy\x00", "ndarray"),
+    ("numpy.core", "multiarray._reconstruct"),
+]
+
+
+@pytest.mark.parametrize("module, name", GADGETS)
+def test_scanner_bypass_gadgets_are_refused_by_name(
+    module: str, name: str, tmp_path: Path
+) -> None:
+    call = stack_glob(module, name) + s(touch_cmd(tmp_path / "sentinel")) + b"\x85R."
+    error = refused(P4 + call, tmp_path)
+    assert isinstance(error, HostileInputError)
+    assert f"{module}.{name}" in str(error)
 
 
 def test_every_offender_is_listed_with_its_offset(tmp_path: Path) -> None:
@@ -609,6 +702,60 @@ def test_doubling_tuple_as_a_dict_key_is_refused_without_hashing(
     assert time.perf_counter() - start < 1.0
 
 
+def colliding_keys_stream(count: int) -> bytes:
+    """A dict of ``count`` distinct ints that all share one hash (i * (2**61-1))."""
+    modulus = 2**61 - 1
+    keys = b"".join(
+        b"\x8a\x0a" + (i * modulus).to_bytes(10, "little", signed=True) + b"N"
+        for i in range(1, count + 1)
+    )
+    return P4 + b"}(" + keys + b"u."
+
+
+def test_hash_colliding_dict_keys_are_refused_in_linear_time(tmp_path: Path) -> None:
+    # 40 000 colliding keys took about ten seconds to insert before the cap;
+    # the budget stops the flood after 10 000, well under a second.
+    path = tmp_path / "collide.pkl"
+    path.write_bytes(colliding_keys_stream(40_000))
+    start = time.perf_counter()
+    with pytest.raises(LimitExceededError, match="collide"):
+        pickles.read(path, ReadOptions())
+    assert time.perf_counter() - start < 2.0
+
+
+def test_a_few_large_int_and_tuple_keys_still_read(tmp_path: Path) -> None:
+    value = {2**70: 1, (1, "a"): 2, 3 + 4j: 3, -1: 4}
+    path = tmp_path / "keys.pkl"
+    path.write_bytes(colliding_keys_stream(100))
+    with pickles.read(path, ReadOptions()) as model:
+        assert len(model.metadata["values"]) == 100
+    path.write_bytes(pickle.dumps({"keys": value}, protocol=4))
+    with pickles.read(path, ReadOptions()) as model:
+        assert model.metadata["values"]["keys/(1, 'a')"] == 2
+        assert len(model.metadata["values"]) == 4
+
+
+def same_name_tree(depth: int) -> bytes:
+    """2**depth paths x/x/.../x (str or bytes key at each level), one shared array."""
+    array = pickle.dumps(np.zeros(1, "f4"), protocol=4)[2:-1]
+    node = b"h\x64"  # BINGET 100: the array
+    for _ in range(depth):
+        node = b"}(" + s("x") + node + b"C\x01x" + node + b"u"
+    return P4 + array + b"q\x640" + node + b"."  # BINPUT 100, POP
+
+
+def test_many_paths_with_one_name_take_linear_time(tmp_path: Path) -> None:
+    # Each clash once rescanned every earlier suffix: 8192 tensors named
+    # x/x/.../x took about seven seconds.
+    path = tmp_path / "names.pkl"
+    path.write_bytes(same_name_tree(13))
+    start = time.perf_counter()
+    with pickles.read(path, ReadOptions()) as model:
+        names = [tensor.name for tensor in model.tensors]
+    assert time.perf_counter() - start < 1.5
+    assert len(names) == len(set(names)) == 2**13
+
+
 def test_structure_budget_is_enforced() -> None:
     data = pickle.dumps(["x" * 1000], protocol=4)
     big = pickle.dumps([f"{i:0100d}" for i in range(100)], protocol=4)
@@ -678,6 +825,17 @@ def test_cli_refuses_with_exit_2_and_one_line(
         + glob("numpy.core.multiarray", "_reconstruct")
         + glob("numpy", "ndarray")
         + b"K\x00\x85C\x01b\x87R.",
+        # shape (0, 2**62, 2**62): no data, yet numpy cannot make the array
+        P4
+        + glob("numpy.core.multiarray", "_reconstruct")
+        + glob("numpy", "ndarray")
+        + b"K\x00\x85C\x01b\x87R"
+        + b"(K\x01(K\x00"
+        + (b"\x8a\x08" + (2**62).to_bytes(8, "little")) * 2
+        + b"t"
+        + glob("numpy", "dtype")
+        + s("<f4")
+        + b"\x85R\x89C\x00tb.",
         # a '<U1' array whose code point is beyond Unicode
         pickle.dumps(np.array(["a"]), protocol=4).replace(
             b"a\x00\x00\x00", b"\xff" * 4

@@ -175,6 +175,32 @@ def test_sklearn_mlp(kind: str, how: str, tmp_path: Path) -> None:
     check_sklearn_model(read(path), estimator)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_other_sklearn_estimators_are_refused_by_class_with_a_way_out(
+    tmp_path: Path, run_cli: Any
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    y = (x[:, 0] > 0).astype(int)
+    cases = {
+        "LogisticRegression": LogisticRegression().fit(x, y),
+        "Pipeline, StandardScaler": Pipeline(
+            [("scale", StandardScaler()), ("mlp", _mlp("classifier"))]
+        ),
+    }
+    for classes, estimator in cases.items():
+        path = tmp_path / "estimator.joblib"
+        joblib.dump(estimator, path, compress=3)
+        result = run_cli("inspect", path)
+        assert result.exit_code == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert f"scikit-learn {classes}:" in result.stderr
+        assert "np.savez" in result.stderr
+
+
 def check_sklearn_model(model: Model, estimator: Any) -> None:
     import sklearn
 

@@ -395,6 +395,7 @@ class _Walker:
         self.ctx = ctx
         self.tensors: list[Tensor] = []
         self.names: set[str] = set()
+        self.next_suffix: dict[str, int] = {}
         self.values: dict[str, Any] = {}
         self.warnings: list[str] = []
         self.seen: dict[int, str] = {}
@@ -430,10 +431,14 @@ class _Walker:
             )
 
     def _unique(self, name: str) -> str:
+        # Many paths can join to one name ("a/b" as one key or two levels,
+        # str or bytes keys): resume the suffix count where it stopped, so N
+        # clashes cost N steps rather than N**2.
         name = name or "array"
-        candidate, n = name, 1
+        candidate, n = name, self.next_suffix.get(name, 1)
         while candidate in self.names:
             candidate, n = f"{name}_{n}", n + 1
+        self.next_suffix[name] = n
         self.names.add(candidate)
         return candidate
 
