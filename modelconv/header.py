@@ -77,8 +77,16 @@ def model_header(model: Model, keys: Mapping[str, str] | None = None) -> dict[st
 
 
 def header_bytes(header: Mapping[str, Any]) -> bytes:
-    """UTF-8 JSON text of a header (NaN and Infinity in configs are kept)."""
-    return json.dumps(header, ensure_ascii=False, allow_nan=True).encode("utf-8")
+    """UTF-8 JSON text of a header (NaN and Infinity in configs are kept).
+
+    A lone surrogate (a pickle's str may hold one) has no UTF-8 form; such a
+    header is written with every non-ASCII character as a JSON escape, which
+    reads back to the same string.
+    """
+    try:
+        return json.dumps(header, ensure_ascii=False, allow_nan=True).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(header, ensure_ascii=True, allow_nan=True).encode("ascii")
 
 
 def parse_header_bytes(data: bytes) -> dict[str, Any]:

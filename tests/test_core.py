@@ -213,3 +213,21 @@ def test_unknown_format_option_is_a_usage_error(run_cli, tmp_path: Path) -> None
     result = run_cli("inspect", src, "--from", "nonsense")
     assert result.exit_code == 2
     assert "unknown format 'nonsense'" in result.stderr
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5", ".json", ".pkl", ".joblib"])
+def test_metadata_with_a_lone_surrogate_round_trips(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A pickle's str may hold a lone surrogate, which has no UTF-8 form; the
+    header escapes it instead of failing the write (exit 3 before)."""
+    import modelconv
+
+    model = Model(
+        tensors=(Tensor("w", "float32", (3,), source=ArraySource(np.ones(3, "f4"))),),
+        metadata={"note": "\ud800 é"},
+    )
+    path = tmp_path / f"m{suffix}"
+    modelconv.save(model, path)
+    with modelconv.load(path) as back:
+        assert back.metadata["note"] == "\ud800 é"
