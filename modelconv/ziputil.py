@@ -555,18 +555,15 @@ class MemberReader(io.RawIOBase):
             yield piece
 
 
-class MemberSlice(io.RawIOBase):
-    """A read-only, seekable file-like over a stored member's byte range.
+class SeekableWindow(io.RawIOBase):
+    """A seekable, readable view of part of a file; subclasses say where it
+    ends (``_end``) and move the bytes. Shared by the read-side member slice
+    and the write-side member window of ``zipwrite``."""
 
-    h5py opens it with its file-object driver, so a ``model.weights.h5``
-    inside a ``.keras`` archive is read in place, without extracting it.
-    """
+    _pos = 0
 
-    def __init__(self, archive: SafeZip, member: Member) -> None:
-        super().__init__()
-        self._archive = archive
-        self._member = member
-        self._pos = 0
+    def _end(self) -> int:
+        raise NotImplementedError
 
     def readable(self) -> bool:
         return True
@@ -583,13 +580,30 @@ class MemberSlice(io.RawIOBase):
         elif whence == io.SEEK_CUR:
             pos = self._pos + offset
         elif whence == io.SEEK_END:
-            pos = self._member.size + offset
+            pos = self._end() + offset
         else:
             raise ValueError(f"bad whence {whence}")
         if pos < 0:
             raise ValueError("negative seek position")
         self._pos = pos
         return pos
+
+
+class MemberSlice(SeekableWindow):
+    """A read-only, seekable file-like over a stored member's byte range.
+
+    h5py opens it with its file-object driver, so a ``model.weights.h5``
+    inside a ``.keras`` archive is read in place, without extracting it.
+    """
+
+    def __init__(self, archive: SafeZip, member: Member) -> None:
+        super().__init__()
+        self._archive = archive
+        self._member = member
+        self._pos = 0
+
+    def _end(self) -> int:
+        return self._member.size
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")

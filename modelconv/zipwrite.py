@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import IO
 
 from .accel import crc32
+from .ziputil import SeekableWindow
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
@@ -165,7 +166,7 @@ class _Sink:
         self.size += memoryview(data).nbytes
 
 
-class MemberWindow(io.RawIOBase):
+class MemberWindow(SeekableWindow):
     """The archive seen from the start of one member's data: a file that
     grows at the archive's end, for writers that seek (HDF5)."""
 
@@ -176,25 +177,11 @@ class MemberWindow(io.RawIOBase):
         self._pos = 0
         self.extent = 0
 
-    def readable(self) -> bool:
-        return True
+    def _end(self) -> int:
+        return self.extent
 
     def writable(self) -> bool:
         return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        start = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.extent}
-        position = start[whence] + offset
-        if position < 0:
-            raise OSError(f"seek to {position}, before the member's start")
-        self._pos = position
-        return position
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")
