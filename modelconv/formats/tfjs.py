@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import math
 import re
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -236,12 +237,20 @@ def _sized(paths: list[Path], specs: list[_Spec], number: int) -> _Group:
     shards = []
     for shard in paths:
         try:
-            shards.append((shard, shard.stat().st_size))
+            info = shard.stat()
         except OSError as exc:
             raise InputError(
                 f"tf.js shard {shard.name!r} of group {number} cannot be read "
                 f"({exc.strerror}); copy every .bin file listed in model.json"
             ) from exc
+        # A folder's or a device's st_size says nothing about its bytes, and
+        # opening a FIFO would block: only regular files are shards.
+        if not stat.S_ISREG(info.st_mode):
+            raise HostileInputError(
+                f"tf.js shard {shard.name!r} of group {number} is not a regular "
+                "file; refused"
+            )
+        shards.append((shard, info.st_size))
     have = sum(size for _, size in shards)
     want = sum(spec.nbytes for spec in specs)
     if have != want:
