@@ -26,7 +26,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from . import keras_config
 from .errors import InputError, UnsupportedError, UsageError
 from .model import Layer, Model, Role, Tensor
 
@@ -160,12 +159,14 @@ def _match_layers(
             "they do not belong together"
         )
     pairs = list(zip(layers, groups))
+    # Say "by order" only when it explains the pairing: with every name the
+    # same, the layers simply disagree.
+    same_names = all(layer.name == group.name for layer, group in pairs)
+    how = "" if same_names else " (matched by order)"
     for layer, group in pairs:
         problem = _misfit(layer, group)
         if problem:
-            raise InputError(
-                f"weights do not fit the architecture (matched by order): {problem}"
-            )
+            raise InputError(f"weights do not fit the architecture{how}: {problem}")
     return pairs, "order"
 
 
@@ -201,16 +202,9 @@ def _misfit(layer: Layer, group: _Group) -> str | None:
 
 def _expected_shapes(layer: Layer) -> list[tuple[int, ...]] | None:
     """The layer's weight shapes when the config determines them."""
-    shapes_of: Any = getattr(keras_config, "weight_shapes", None)
-    if shapes_of is None:
+    if layer.weight_shapes is None:
         return None
-    try:
-        shapes = shapes_of(layer)
-    except Exception:  # noqa: BLE001 - an unknown layer simply is not checked
-        return None
-    if shapes is None or any(s is None or None in s for s in shapes):
-        return None
-    return [tuple(int(d) for d in s) for s in shapes]
+    return list(layer.weight_shapes)
 
 
 def _short(name: str) -> str:

@@ -137,7 +137,16 @@ def test_shape_mismatch_names_layers_and_shapes() -> None:
     with pytest.raises(InputError) as raised:
         attach_weights(arch_model(), weights_model(names, wrong))
     message = str(raised.value)
-    assert "'out'" in message and "[5, 4]" in message and "18" in message
+    assert "'out'" in message and "[5, 4]" in message and "[5, 3]" in message
+    assert "matched by order" in message
+
+
+def test_same_parameter_count_in_other_shapes_is_refused() -> None:
+    # (5, 3) + (3,) and (3, 5) + (3,) both hold 18 parameters; only the
+    # parameter count used to be checked, so the transposed kernel attached.
+    wrong = dict(SHAPES, **{"out/kernel": (3, 5)})
+    with pytest.raises(InputError, match=r"'out'.*\[\[5, 3\], \[3\]\].*\[3, 5\]"):
+        attach_weights(arch_model(), weights_model({k: k for k in SHAPES}, wrong))
 
 
 def test_layer_count_mismatch_names_both_sides() -> None:
