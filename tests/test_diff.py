@@ -656,6 +656,25 @@ def test_cli_error_is_exit_2_with_json(run_cli: Any, saved: dict[str, Path]) -> 
     assert out.stderr.startswith("error:")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("diff", "a.npz", "b.npz", "--atol", "-1"),
+        ("diff", "a.npz"),
+        ("verify", "m.npz", "--bogus"),
+        ("inspect",),
+    ],
+)
+def test_cli_bad_option_with_json_prints_the_error_document(
+    run_cli: Any, args: tuple[str, ...]
+) -> None:
+    # Click's usage errors bypassed the error document --json promises.
+    out = run_cli(*args, "--json")
+    assert out.exit_code == 2
+    error = json.loads(out.stdout)["error"]
+    assert error["kind"] == "usage" and error["message"]
+
+
 def test_cli_help_lists_options(run_cli: Any) -> None:
     out = run_cli("diff", "--help")
     for option in ("--atol", "--rtol", "--ulps", "--nan-differs", "--optimizer"):
