@@ -1270,6 +1270,7 @@ class _Stats:
     """Running figures over the chunks of one tensor pair."""
 
     def __init__(self) -> None:
+        # Elements whose bytes differ (plus NaNs under --nan-differs).
         self.bytes_differ = 0
         self.mismatched = 0
         self.max_abs: float = 0.0
@@ -1289,6 +1290,11 @@ class _Stats:
                 bit_diff = bit_diff.any(axis=1)
         else:
             bit_diff = np.ones(a.shape, dtype=bool)
+        if options.nan_differs and name_a in dtypes.FLOAT_NAMES | dtypes.COMPLEX_NAMES:
+            # NaN against NaN is a difference even in the same bits: the
+            # option promises NaN != NaN, and a byte-identical copy of a
+            # diverged model must not pass.
+            bit_diff = bit_diff | (np.isnan(a) & np.isnan(b))
         self.bytes_differ += int(np.count_nonzero(bit_diff))
         if not bit_diff.any():
             return

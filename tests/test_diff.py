@@ -255,6 +255,20 @@ def test_nan_payloads_differ_in_bytes_not_numbers() -> None:
     assert strict.status is TensorStatus.CHANGED and math.isnan(strict.max_abs_diff)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "complex64"])
+def test_nan_differs_counts_nan_in_identical_bytes(dtype: str) -> None:
+    from modelconv.dtypes import numpy_dtype
+
+    values = np.array([np.nan, 1.0]).astype(numpy_dtype(dtype))
+    a = Model(tensors=(tensor("w", values),))
+    b = Model(tensors=(tensor("w", values.copy()),))
+    assert diff_models(a, b).identical
+    # Byte-identical NaNs were reported `same` even under --nan-differs.
+    result = diff_models(a, b, nan_differs=True, ulps=4).tensors[0]
+    assert result.status is TensorStatus.CHANGED and result.mismatched == 1
+    assert math.isnan(result.max_abs_diff)
+
+
 def test_nan_against_number_is_a_difference() -> None:
     a = Model(tensors=(tensor("w", np.array([np.nan, 1.0])),))
     b = Model(tensors=(tensor("w", np.array([0.0, 1.0])),))
