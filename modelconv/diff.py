@@ -1086,6 +1086,10 @@ def match_tensors(
         if tensor.name in matched:
             continue
         layer, role, index = pos_a[tensor.name]
+        if not layer:
+            # No layer to anchor on (top-level names like `weights`): pairing
+            # by position alone would match unrelated arrays.
+            continue
         other = free_b.pop((renames.get(layer, layer), role, index), None)
         if other is not None:
             matched[tensor.name] = (other, "position")

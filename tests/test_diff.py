@@ -372,6 +372,20 @@ def test_tensors_match_by_layer_and_position_when_names_differ() -> None:
     assert result.tensors[0].name_b == "dense/0"
 
 
+def test_top_level_arrays_of_unrelated_models_are_not_paired() -> None:
+    # With no layer to anchor on, `weights` was paired with `counts` (and
+    # `x` with `y`) by position alone, reporting shape changes or `same`.
+    a = Model(tensors=(tensor("w", np.ones(2)), tensor("x", np.ones(3))))
+    b = Model(tensors=(tensor("w", np.ones(2)), tensor("y", np.ones(3))))
+    result = diff_models(a, b)
+    assert [(t.name, t.status) for t in result.tensors] == [
+        ("w", TensorStatus.SAME),
+        ("x", TensorStatus.ONLY_IN_A),
+        ("y", TensorStatus.ONLY_IN_B),
+    ]
+    assert result.exit_code == 1
+
+
 def test_tensors_follow_a_renamed_layer() -> None:
     config = keras3_mlp()
     renamed = copy.deepcopy(config)
