@@ -372,8 +372,17 @@ class NormLayer:
 # Serialisation details, not meaning: Keras 3 adds `module` and
 # `registered_name` to every object, `build_config` and `compile_config` to
 # layers and models; tf.keras 2.x adds `shared_object_id` to shared objects.
+# tf.keras 2.x also writes RNNs' `implementation`, a choice of kernels for
+# the same maths, which Keras 3 accepts and ignores.
 _DROP_KEYS = frozenset(
-    {"module", "registered_name", "build_config", "compile_config", "shared_object_id"}
+    {
+        "module",
+        "registered_name",
+        "build_config",
+        "compile_config",
+        "shared_object_id",
+        "implementation",
+    }
 )
 
 # Keras 1 names of fields Keras 2 renamed (Keras 2.0 release notes).
@@ -421,6 +430,7 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "stateful": False,
     "unroll": False,
     "return_state": False,
+    "zero_output_for_mask": False,  # Keras 3 writes it; tf.keras only when set
     "rms_scaling": False,  # Keras 3 LayerNormalization
     # Keras 1 configs omit the initialisers they did not change.
     "kernel_initializer": {"class_name": "GlorotUniform", "config": {}},
@@ -533,6 +543,8 @@ def normalise_config(
         out = _named_initializer(out)
         if class_name == "Lambda":
             out = _lambda_keras3_form(out)
+        if class_name == "Bidirectional":
+            out = _bidirectional_form(out)
         if class_name == "BatchNormalization" and isinstance(out.get("axis"), int):
             # tf.keras 2.x stores axis as a list after building; Keras 3 as int.
             out["axis"] = [out["axis"]]
@@ -596,6 +608,40 @@ def _lambda_keras3_form(config: dict[str, Any]) -> dict[str, Any]:
                 "config": {"code": code, "defaults": defaults, "closure": closure},
             }
     return out
+
+
+def _bidirectional_form(config: dict[str, Any]) -> dict[str, Any]:
+    """A Bidirectional config without what Keras 3 derives when writing.
+
+    Keras 3 names the wrapped layer ``forward_<name>`` and always writes a
+    ``backward_layer``, the same layer with ``go_backwards`` flipped;
+    tf.keras writes the layer as given and a backward layer only when the
+    user passed one. The inner names are generated, so they are left out.
+    """
+    out = dict(config)
+    layer = _without_name(out.get("layer"))
+    if layer is None:
+        return out
+    out["layer"] = layer
+    backward = _without_name(out.get("backward_layer"))
+    if backward is not None:
+        forward = layer["config"]
+        derived = {**forward, "go_backwards": not forward.get("go_backwards", False)}
+        if backward.get("class_name") == layer.get("class_name") and (
+            _equal_but_defaults(backward["config"], derived)
+        ):
+            del out["backward_layer"]
+        else:
+            out["backward_layer"] = backward
+    return out
+
+
+def _without_name(entry: Any) -> dict[str, Any] | None:
+    """A nested layer entry with its config's ``name`` left out."""
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("config"), Mapping):
+        return None
+    config = {k: v for k, v in entry["config"].items() if k != "name"}
+    return {**entry, "config": config}
 
 
 def _camel(name: str) -> str:

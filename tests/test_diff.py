@@ -386,6 +386,39 @@ def test_top_level_arrays_of_unrelated_models_are_not_paired() -> None:
     assert result.exit_code == 1
 
 
+def _bidirectional_model(keras3: bool, backward_units: int = 4) -> Model:
+    def gru(name: str, go_backwards: bool, units: int = 4) -> dict[str, Any]:
+        config: dict[str, Any] = {"name": name, "units": units}
+        config["go_backwards"] = go_backwards
+        if keras3:
+            config["zero_output_for_mask"] = False
+        else:
+            config["implementation"] = 2  # tf.keras only; Keras 3 ignores it
+        return {"class_name": "GRU", "config": config}
+
+    wrapper: dict[str, Any] = {"name": "bidi", "merge_mode": "concat"}
+    if keras3:  # Keras 3 renames the layer and always writes the backward one
+        wrapper["layer"] = gru("forward_gru", False)
+        wrapper["backward_layer"] = gru("backward_gru", True, backward_units)
+    else:
+        wrapper["layer"] = gru("gru", False)
+    inputs = {"name": "in", "batch_shape": [None, 5, 3]}
+    layers = [
+        {"class_name": "InputLayer", "config": inputs},
+        {"class_name": "Bidirectional", "config": wrapper},
+    ]
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": layers}}
+    return Model(architecture=build_architecture(config))
+
+
+def test_bidirectional_keras2_and_keras3_forms_are_the_same() -> None:
+    result = diff_models(_bidirectional_model(False), _bidirectional_model(True))
+    assert counted(result) == []
+    # A backward layer that really differs is still a change.
+    other = diff_models(_bidirectional_model(False), _bidirectional_model(True, 5))
+    assert [c.path for c in counted(other)] == ["/layers/bidi/config/backward_layer"]
+
+
 def test_tensors_follow_a_renamed_layer() -> None:
     config = keras3_mlp()
     renamed = copy.deepcopy(config)
