@@ -566,6 +566,18 @@ def _writer() -> Any:
         raise UnsupportedError(_NO_WRITER) from exc
 
 
+def keeps_stored(tensor: Tensor) -> bool:
+    """Whether the writer puts ``tensor`` back in its tf.js quantised form.
+
+    Such a tensor (read without dequantising) is uint8, uint16 or float16,
+    which plain tf.js weights cannot be, yet it is written byte for byte.
+    """
+    quantization = tensor.attrs.get("tfjs_quantization")
+    return isinstance(quantization, Mapping) and quantization.get("dtype") == (
+        tensor.dtype
+    )
+
+
 def prepare(model: Model, options: WriteOptions) -> Model:
     """The model with its config in the Keras 2 form tfjs-layers reads."""
     prepared: Model = _writer().prepare(model, options)
