@@ -72,8 +72,12 @@ def flavour_of(document: Mapping[str, Any]) -> str:
     """keras1, keras2 or keras3, from the serialisation form."""
     if "module" in document or "registered_name" in document:
         return "keras3"
-    version = str(document.get("keras_version", ""))
-    if version.startswith("1") or isinstance(document.get("config"), list):
+    version = str(document.get("keras_version") or "")
+    if version.startswith("1"):
+        return "keras1"
+    # Keras 2.0 and 2.1 still wrote a Sequential as a bare list; the version,
+    # when the file has one, says which Keras wrote it.
+    if not version and isinstance(document.get("config"), list):
         return "keras1"
     return "keras2"
 
