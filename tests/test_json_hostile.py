@@ -305,6 +305,14 @@ def test_cli_json_that_is_no_model_exit_2(
         assert_one_line_exit_2(run_cli("inspect", path, "--from", fmt))  # type: ignore[operator]
 
 
+def test_keras_json_with_wrong_value_types_says_which(tmp_path: Path) -> None:
+    # Both keys present: the message used to claim they were missing.
+    path = tmp_path / "model.json"
+    path.write_text('{"class_name": 5, "config": {}}')
+    with pytest.raises(InputError, match="'class_name' must be a string"):
+        keras_json.read(path, OPTIONS)
+
+
 @pytest.mark.parametrize("shard", ["../outside.bin", "/etc/passwd", "http://x/y.bin"])
 def test_cli_escaping_shard_exit_2(tmp_path: Path, run_cli: object, shard: str) -> None:
     folder = tfjs_folder(tmp_path, [shard])

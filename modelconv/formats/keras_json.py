@@ -90,13 +90,19 @@ def check_keras_document(document: Any, path: Path, what: str) -> None:
             f"{type(document).__name__}, expected an object with 'class_name' "
             "and 'config')"
         )
-    if not isinstance(document.get("class_name"), str) or not isinstance(
-        document.get("config"), (dict, list)
-    ):
+    if "class_name" not in document or "config" not in document:
         keys = ", ".join(sorted(map(str, document))[:8]) or "none"
         raise InputError(
             f"{str(path)!r} is JSON but not a Keras {what}: it has no "
             f"'class_name' and 'config' (keys found: {keys})"
+        )
+    cls, config = document["class_name"], document["config"]
+    if not isinstance(cls, str) or not isinstance(config, (dict, list)):
+        # Both keys are there; say which value is wrong rather than "no key".
+        raise InputError(
+            f"{str(path)!r} is JSON but not a Keras {what}: 'class_name' must be "
+            f"a string and 'config' an object or list (found {cls!r:.40} and "
+            f"a {type(config).__name__} 'config')"
         )
 
 
