@@ -495,8 +495,9 @@ def read(path: Path, options: ReadOptions) -> Model:
     if quantised and not dequantize_all:
         warnings.append(
             f"{quantised} tensors are stored quantised by tf.js and shown as "
-            "stored (uint8/uint16/float16, quantisation in their attrs); read "
-            "with dequantize to get their float values"
+            "stored (uint8/uint16/float16, quantisation in their attrs); "
+            "modelconv.load(path, extra={'dequantize': True}) gives their float "
+            "values"
         )
     elif quantised:
         warnings.append(
