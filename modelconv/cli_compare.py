@@ -32,7 +32,10 @@ PROGRESS_MIN_BYTES = 64 * 2**20
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
-    help="Absolute tolerance: |a - b| <= atol + rtol * |b| is close.",
+    help=(
+        "Absolute tolerance: |a - b| <= atol + rtol * |b| is close. Tolerances "
+        "apply to floats; integer and bool tensors compare exactly."
+    ),
 )
 @click.option(
     "--rtol",
