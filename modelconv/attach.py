@@ -116,14 +116,31 @@ def attach_weights(arch_model: Model, weights_model: Model) -> Model:
 
 def _group_key(tensor: Tensor, position: int) -> tuple[str, int]:
     """(layer group name, order within the group) of a weights-file tensor."""
-    for name in (*tensor.source_names, tensor.name):
-        match = _KERAS3_PATH.match(name)
-        if match:
-            return re.sub(r"/layers/", "/", match.group(1)), int(match.group(2))
+    located = _keras3_location(tensor)
+    if located is not None:
+        # One group per top-level layer: a nested model's layers and a
+        # wrapper's inner layers are sorted out by _ordered.
+        return located[0].split("/", 1)[0], position
     match = _INDEXED.match(tensor.name)
     if match and "/" not in match.group(1):
         return match.group(1), int(match.group(2))
     return tensor.name.split("/", 1)[0], position
+
+
+def _keras3_location(tensor: Tensor) -> tuple[str, int] | None:
+    """(layer path, variable index) of a tensor read from a Keras 3 weights file.
+
+    The reader names those tensors ``<layer path>/<index>``, with the layers'
+    own names when the file records them (Keras >= 3.6); a bare
+    ``layers/<name>/vars/<index>`` path is read as such.
+    """
+    match = _KERAS3_PATH.match(tensor.name)
+    if match:
+        return re.sub(r"/layers/", "/", match.group(1)), int(match.group(2))
+    if not any(_KERAS3_PATH.match(name) for name in tensor.source_names):
+        return None
+    match = _INDEXED.match(tensor.name)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 def _groups(tensors: Sequence[Tensor]) -> list[_Group]:
@@ -220,7 +237,32 @@ def _ordered(layer: Layer, group: _Group) -> list[Tensor]:
     have = {_short(t.name): t for t in group.tensors}
     if len(have) == len(group.tensors) and set(have) == set(wanted):
         return [have[name] for name in wanted]
-    return list(group.tensors)
+    return _by_layer_path(layer, group) or list(group.tensors)
+
+
+def _by_layer_path(layer: Layer, group: _Group) -> list[Tensor] | None:
+    """Keras 3 variables ordered as ``layer.tensor_names``, by inner layer.
+
+    A Keras 3 weights file sorts a Bidirectional's ``backward_layer`` before
+    its ``forward_layer`` and a nested model's layers by name; the weights
+    of each inner layer (``bilstm/forward_lstm/0``...) are put where the
+    architecture lists that layer's weights (``bilstm/forward_lstm/kernel``).
+    """
+    located = [_keras3_location(t) for t in group.tensors]
+    by_path: dict[str, list[tuple[int, Tensor]]] = {}
+    for place, tensor in zip(located, group.tensors):
+        if place is None:
+            return None
+        by_path.setdefault(place[0], []).append((place[1], tensor))
+    wanted = [name.rsplit("/", 1)[0] for name in layer.tensor_names]
+    counts = {path: wanted.count(path) for path in wanted}
+    if counts != {path: len(items) for path, items in by_path.items()}:
+        return None
+    queues = {
+        path: iter([t for _, t in sorted(items, key=lambda item: item[0])])
+        for path, items in by_path.items()
+    }
+    return [next(queues[path]) for path in wanted]
 
 
 def _renamed(layer: Layer, group: _Group) -> list[Tensor]:

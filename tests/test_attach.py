@@ -123,6 +123,74 @@ def test_keras3_weights_h5_paths() -> None:
     assert model.tensor("out/bias").read().shape == (3,)
 
 
+def _keras3_bidirectional_config() -> dict[str, Any]:
+    def gru(name: str, go_backwards: bool) -> dict[str, Any]:
+        config = {"name": name, "units": 2, "go_backwards": go_backwards}
+        config["reset_after"] = True
+        return {"module": "keras.layers", "class_name": "GRU", "config": config}
+
+    bidi = {
+        "name": "bidi",
+        "layer": gru("forward_gru", False),
+        "backward_layer": gru("backward_gru", True),
+    }
+    inputs = {"name": "in", "batch_shape": [None, 5, 3]}
+    layers = [
+        {"class_name": "InputLayer", "config": inputs},
+        {"class_name": "Bidirectional", "config": bidi},
+        {"class_name": "Dense", "config": {"name": "head", "units": 1}},
+    ]
+    return {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {"name": "s", "layers": layers},
+        "registered_name": None,
+    }
+
+
+def test_keras3_weights_file_of_a_bidirectional(tmp_path: Path) -> None:
+    # What Keras 3 save_weights writes: groups keyed by class name, sorted, so
+    # the backward layer comes first; the layers' names in a `name` attribute.
+    import h5py
+
+    from modelconv import api
+
+    rng = np.random.default_rng(0)
+    shapes = {"forward": [(3, 6), (2, 6), (2, 6)], "backward": [(3, 6), (2, 6), (2, 6)]}
+    arrays = {
+        side: [rng.standard_normal(shape).astype("float32") for shape in sizes]
+        for side, sizes in shapes.items()
+    }
+    head = [rng.standard_normal((4, 1)).astype("float32"), np.ones(1, "float32")]
+    path = tmp_path / "m.weights.h5"
+    with h5py.File(path, "w") as h5:
+        for side in ("backward", "forward"):
+            layer = h5.create_group(f"layers/bidirectional/{side}_layer")
+            layer.create_group("vars").attrs["name"] = f"{side}_gru"
+            cell = layer.create_group("cell/vars")
+            cell.attrs["name"] = "gru_cell"
+            for index, array in enumerate(arrays[side]):
+                cell.create_dataset(str(index), data=array)
+        h5.create_group("layers/bidirectional/vars").attrs["name"] = "bidi"
+        dense = h5.create_group("layers/dense/vars")
+        dense.attrs["name"] = "head"
+        for index, array in enumerate(head):
+            dense.create_dataset(str(index), data=array)
+        h5.create_group("vars").attrs["name"] = "s"
+    architecture = Model(
+        architecture=build_architecture(_keras3_bidirectional_config())
+    )
+    model = attach_weights(architecture, api.load(path))
+    # Each inner layer was its own group (3 groups for 2 layers), so the file
+    # was refused; and by position the backward weights, sorted first, would
+    # land on forward_gru unnoticed: both sides have the same shapes.
+    for side in ("forward", "backward"):
+        for short, array in zip(("kernel", "recurrent_kernel", "bias"), arrays[side]):
+            got = model.tensor(f"bidi/{side}_gru/{short}").read()
+            assert np.array_equal(got, array), (side, short)
+    assert np.array_equal(model.tensor("head/kernel").read(), head[0])
+
+
 def test_short_names_reorder_within_a_layer() -> None:
     names = {"hidden/bias": "hidden/bias", "hidden/kernel": "hidden/kernel"}
     names |= {"out/bias": "out/bias", "out/kernel": "out/kernel"}
