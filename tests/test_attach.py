@@ -148,9 +148,11 @@ def _keras3_bidirectional_config() -> dict[str, Any]:
     }
 
 
-def test_keras3_weights_file_of_a_bidirectional(tmp_path: Path) -> None:
+@pytest.mark.parametrize("names", [True, False], ids=["keras>=3.6", "keras<3.6"])
+def test_keras3_weights_file_of_a_bidirectional(tmp_path: Path, names: bool) -> None:
     # What Keras 3 save_weights writes: groups keyed by class name, sorted, so
-    # the backward layer comes first; the layers' names in a `name` attribute.
+    # the backward layer comes first; since Keras 3.6 (not in tf_keras's
+    # .weights.h5) the layers' own names in a `name` attribute.
     import h5py
 
     from modelconv import api
@@ -163,20 +165,21 @@ def test_keras3_weights_file_of_a_bidirectional(tmp_path: Path) -> None:
     }
     head = [rng.standard_normal((4, 1)).astype("float32"), np.ones(1, "float32")]
     path = tmp_path / "m.weights.h5"
+    attr = "name" if names else "unused"
     with h5py.File(path, "w") as h5:
         for side in ("backward", "forward"):
             layer = h5.create_group(f"layers/bidirectional/{side}_layer")
-            layer.create_group("vars").attrs["name"] = f"{side}_gru"
+            layer.create_group("vars").attrs[attr] = f"{side}_gru"
             cell = layer.create_group("cell/vars")
-            cell.attrs["name"] = "gru_cell"
+            cell.attrs[attr] = "gru_cell"
             for index, array in enumerate(arrays[side]):
                 cell.create_dataset(str(index), data=array)
-        h5.create_group("layers/bidirectional/vars").attrs["name"] = "bidi"
+        h5.create_group("layers/bidirectional/vars").attrs[attr] = "bidi"
         dense = h5.create_group("layers/dense/vars")
-        dense.attrs["name"] = "head"
+        dense.attrs[attr] = "head"
         for index, array in enumerate(head):
             dense.create_dataset(str(index), data=array)
-        h5.create_group("vars").attrs["name"] = "s"
+        h5.create_group("vars").attrs[attr] = "s"
     architecture = Model(
         architecture=build_architecture(_keras3_bidirectional_config())
     )
@@ -189,6 +192,44 @@ def test_keras3_weights_file_of_a_bidirectional(tmp_path: Path) -> None:
             got = model.tensor(f"bidi/{side}_gru/{short}").read()
             assert np.array_equal(got, array), (side, short)
     assert np.array_equal(model.tensor("head/kernel").read(), head[0])
+
+
+def test_keras3_weights_file_keys_layers_by_class_in_model_order(
+    tmp_path: Path,
+) -> None:
+    # tf_keras and Keras < 3.6 record no names: `layers/batch_normalization`
+    # sorts before `layers/dense`, so matching in file order refused the file.
+    import h5py
+
+    from modelconv import api
+
+    dense = {"class_name": "Dense", "config": {"name": "first", "units": 2}}
+    sub = [{"class_name": "Dense", "config": {"name": "inner", "units": 2}}]
+    inputs = {"name": "in", "batch_shape": [None, 4]}
+    layers = [
+        {"class_name": "InputLayer", "config": inputs},
+        dense,
+        {"class_name": "BatchNormalization", "config": {"name": "bn"}},
+        {"class_name": "Sequential", "config": {"name": "sub", "layers": sub}},
+    ]
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": layers}}
+    values = {
+        "layers/dense/vars": [np.full((4, 2), 1.0), np.full(2, 2.0)],
+        "layers/batch_normalization/vars": [np.full(2, 3.0 + i) for i in range(4)],
+        "layers/sequential/layers/dense/vars": [np.full((2, 2), 9.0), np.zeros(2)],
+    }
+    path = tmp_path / "old.weights.h5"
+    with h5py.File(path, "w") as h5:
+        for group, arrays in values.items():
+            for index, array in enumerate(arrays):
+                h5.create_dataset(f"{group}/{index}", data=array.astype("float32"))
+    model = attach_weights(
+        Model(architecture=build_architecture(config)), api.load(path)
+    )
+    assert model.metadata["weights_source"]["matched_by"] == "keras3-path"
+    assert model.tensor("first/bias").read().tolist() == [2.0, 2.0]
+    assert model.tensor("bn/moving_variance").read().tolist() == [6.0, 6.0]
+    assert model.tensor("sub/inner/kernel").read().tolist() == [[9.0, 9.0]] * 2
 
 
 def test_short_names_reorder_within_a_layer() -> None:
