@@ -155,7 +155,8 @@ def save(
     prepare = getattr(module, "prepare", None)
     if prepare is not None:
         work = prepare(work, options)
-    plan = fit_to_capabilities(work, info.capabilities, info.name)
+    keeps_stored = getattr(module, "keeps_stored", None)
+    plan = fit_to_capabilities(work, info.capabilities, info.name, keeps_stored)
     losses = list(plan.losses) + list(module.losses(plan.model, options))
     if model.architecture is None and any(x.what == "architecture" for x in losses):
         # No permission makes an architecture appear: say where one comes from.

@@ -155,7 +155,26 @@ def print_json(document: dict[str, Any]) -> None:
     click.echo(dumps(document))
 
 
+class ModelconvCommand(click.Command):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        wants_json = "--json" in args  # the parser consumes ``args``
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            # A bad option is an error like any other: with --json the caller
+            # still gets the error document on stdout (Click prints the usage
+            # text on stderr and exits 2).
+            if wants_json:
+                from .jsonout import error_document
+
+                message = " ".join(exc.format_message().split())
+                click.echo(error_document("usage", message))
+            raise
+
+
 class _Group(click.Group):
+    command_class = ModelconvCommand
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return ["inspect", "convert", "diff", "verify", "formats"]
 

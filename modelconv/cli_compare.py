@@ -10,6 +10,7 @@ import click
 
 from .cli import (
     EXIT_CODES_HELP,
+    ModelconvCommand,
     common_options,
     console,
     json_option,
@@ -23,7 +24,7 @@ from .cli import (
 PROGRESS_MIN_BYTES = 64 * 2**20
 
 
-@click.command("diff", epilog=EXIT_CODES_HELP)
+@click.command("diff", cls=ModelconvCommand, epilog=EXIT_CODES_HELP)
 @click.argument("a", type=click.Path(path_type=str))
 @click.argument("b", type=click.Path(path_type=str))
 @click.option(
@@ -31,7 +32,10 @@ PROGRESS_MIN_BYTES = 64 * 2**20
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
-    help="Absolute tolerance: |a - b| <= atol + rtol * |b| is close.",
+    help=(
+        "Absolute tolerance: |a - b| <= atol + rtol * |b| is close. Tolerances "
+        "apply to floats; integer and bool tensors compare exactly."
+    ),
 )
 @click.option(
     "--rtol",
@@ -126,7 +130,7 @@ def diff_command(
     run_guarded(as_json, debug, action)
 
 
-@click.command("verify", epilog=EXIT_CODES_HELP)
+@click.command("verify", cls=ModelconvCommand, epilog=EXIT_CODES_HELP)
 @click.argument("file", type=click.Path(path_type=str))
 @click.option("--weights", help="Attach this weights-only file to FILE first.")
 @click.option("--from", "source_format", help="Read FILE as this format.")

@@ -375,8 +375,17 @@ class NormLayer:
 # Serialisation details, not meaning: Keras 3 adds `module` and
 # `registered_name` to every object, `build_config` and `compile_config` to
 # layers and models; tf.keras 2.x adds `shared_object_id` to shared objects.
+# tf.keras 2.x also writes RNNs' `implementation`, a choice of kernels for
+# the same maths, which Keras 3 accepts and ignores.
 _DROP_KEYS = frozenset(
-    {"module", "registered_name", "build_config", "compile_config", "shared_object_id"}
+    {
+        "module",
+        "registered_name",
+        "build_config",
+        "compile_config",
+        "shared_object_id",
+        "implementation",
+    }
 )
 
 # Keras 1 names of fields Keras 2 renamed (Keras 2.0 release notes).
@@ -424,6 +433,7 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "stateful": False,
     "unroll": False,
     "return_state": False,
+    "zero_output_for_mask": False,  # Keras 3 writes it; tf.keras only when set
     "rms_scaling": False,  # Keras 3 LayerNormalization
     # Keras 1 configs omit the initialisers they did not change.
     "kernel_initializer": {"class_name": "GlorotUniform", "config": {}},
@@ -536,6 +546,8 @@ def normalise_config(
         out = _named_initializer(out)
         if class_name == "Lambda":
             out = _lambda_keras3_form(out)
+        if class_name == "Bidirectional":
+            out = _bidirectional_form(out)
         if class_name == "BatchNormalization" and isinstance(out.get("axis"), int):
             # tf.keras 2.x stores axis as a list after building; Keras 3 as int.
             out["axis"] = [out["axis"]]
@@ -599,6 +611,40 @@ def _lambda_keras3_form(config: dict[str, Any]) -> dict[str, Any]:
                 "config": {"code": code, "defaults": defaults, "closure": closure},
             }
     return out
+
+
+def _bidirectional_form(config: dict[str, Any]) -> dict[str, Any]:
+    """A Bidirectional config without what Keras 3 derives when writing.
+
+    Keras 3 names the wrapped layer ``forward_<name>`` and always writes a
+    ``backward_layer``, the same layer with ``go_backwards`` flipped;
+    tf.keras writes the layer as given and a backward layer only when the
+    user passed one. The inner names are generated, so they are left out.
+    """
+    out = dict(config)
+    layer = _without_name(out.get("layer"))
+    if layer is None:
+        return out
+    out["layer"] = layer
+    backward = _without_name(out.get("backward_layer"))
+    if backward is not None:
+        forward = layer["config"]
+        derived = {**forward, "go_backwards": not forward.get("go_backwards", False)}
+        if backward.get("class_name") == layer.get("class_name") and (
+            _equal_but_defaults(backward["config"], derived)
+        ):
+            del out["backward_layer"]
+        else:
+            out["backward_layer"] = backward
+    return out
+
+
+def _without_name(entry: Any) -> dict[str, Any] | None:
+    """A nested layer entry with its config's ``name`` left out."""
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("config"), Mapping):
+        return None
+    config = {k: v for k, v in entry["config"].items() if k != "name"}
+    return {**entry, "config": config}
 
 
 def _camel(name: str) -> str:
@@ -1089,6 +1135,10 @@ def match_tensors(
         if tensor.name in matched:
             continue
         layer, role, index = pos_a[tensor.name]
+        if not layer:
+            # No layer to anchor on (top-level names like `weights`): pairing
+            # by position alone would match unrelated arrays.
+            continue
         other = free_b.pop((renames.get(layer, layer), role, index), None)
         if other is not None:
             matched[tensor.name] = (other, "position")
@@ -1291,6 +1341,7 @@ class _Stats:
     """
 
     def __init__(self) -> None:
+        # Elements whose bytes differ (plus NaNs under --nan-differs).
         self.bytes_differ = 0
         self.mismatched = 0
         self.max_abs: float = 0.0
@@ -1319,6 +1370,12 @@ class _Stats:
         else:
             bit_diff = np.ones(a.shape, dtype=bool)
             differing = a.size
+        if options.nan_differs and name_a in dtypes.FLOAT_NAMES | dtypes.COMPLEX_NAMES:
+            # NaN against NaN is a difference even in the same bits: the
+            # option promises NaN != NaN, and a byte-identical copy of a
+            # diverged model must not pass.
+            bit_diff = bit_diff | (np.isnan(a) & np.isnan(b))
+            differing = int(np.count_nonzero(bit_diff))
         self.bytes_differ += differing
         if not differing:
             return

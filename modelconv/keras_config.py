@@ -2164,6 +2164,9 @@ def _make_layer(
     else:
         params = trainable = None
     names = [w.name for w in weights] if result.known else []
+    shapes = None
+    if params is not None:
+        shapes = tuple(tuple(int(d) for d in w.shape or ()) for w in weights)
     inbound = tuple(ref.layer for node in spec.nodes for ref in node)
     return Layer(
         name=spec.name,
@@ -2175,6 +2178,7 @@ def _make_layer(
         trainable_params=trainable,
         output_shape=_report_shape(result.node_outputs),
         module=spec.module,
+        weight_shapes=shapes,
     )
 
 

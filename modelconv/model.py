@@ -196,6 +196,11 @@ class Layer:
     # outputs, or None when it cannot be inferred.
     output_shape: Any = None
     module: str | None = None
+    # The shape of each weight in ``tensor_names`` order, when the config
+    # determines them all; None otherwise.
+    weight_shapes: tuple[tuple[int, ...], ...] | None = field(
+        default=None, compare=False
+    )
 
     @property
     def non_trainable_params(self) -> int | None:

@@ -6,7 +6,7 @@ source, so nothing is loaded until the writer asks for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,8 +85,18 @@ def cast_floats(model: Model, dtype: str) -> tuple[Model, tuple[str, ...]]:
     return model.replace(tensors=tuple(tensors)), tuple(casts)
 
 
-def fit_to_capabilities(model: Model, caps: Capabilities, fmt: str) -> Plan:
-    """Drop and cast what a format with ``caps`` cannot hold, listing each loss."""
+def fit_to_capabilities(
+    model: Model,
+    caps: Capabilities,
+    fmt: str,
+    keeps_stored: Callable[[Tensor], bool] | None = None,
+) -> Plan:
+    """Drop and cast what a format with ``caps`` cannot hold, listing each loss.
+
+    ``keeps_stored`` (from the format module) says which tensors the writer
+    reproduces in a stored form of their own, whatever their dtype: a tf.js
+    tensor still quantised as uint8 is written back quantised, not cast.
+    """
     losses: list[Loss] = []
     dropped: list[str] = []
     casts: list[str] = []
@@ -101,6 +111,9 @@ def fit_to_capabilities(model: Model, caps: Capabilities, fmt: str) -> Plan:
         )
         if not carried:
             dropped.append(tensor.name)
+            continue
+        if keeps_stored is not None and keeps_stored(tensor):
+            tensors.append(tensor)
             continue
         target = nearest_dtype(tensor.dtype, caps.dtypes)
         if target is None:

@@ -203,7 +203,8 @@ def format_losses(model: Model, info: FormatInfo) -> list[str]:
     options = WriteOptions()
     prepare = getattr(module, "prepare", None)
     work = prepare(model, options) if prepare is not None else model
-    plan = fit_to_capabilities(work, info.capabilities, info.name)
+    keeps_stored = getattr(module, "keeps_stored", None)
+    plan = fit_to_capabilities(work, info.capabilities, info.name, keeps_stored)
     losses = list(plan.losses) + list(module.losses(plan.model, options))
     return [str(loss) for loss in losses]
 

@@ -123,6 +123,115 @@ def test_keras3_weights_h5_paths() -> None:
     assert model.tensor("out/bias").read().shape == (3,)
 
 
+def _keras3_bidirectional_config() -> dict[str, Any]:
+    def gru(name: str, go_backwards: bool) -> dict[str, Any]:
+        config = {"name": name, "units": 2, "go_backwards": go_backwards}
+        config["reset_after"] = True
+        return {"module": "keras.layers", "class_name": "GRU", "config": config}
+
+    bidi = {
+        "name": "bidi",
+        "layer": gru("forward_gru", False),
+        "backward_layer": gru("backward_gru", True),
+    }
+    inputs = {"name": "in", "batch_shape": [None, 5, 3]}
+    layers = [
+        {"class_name": "InputLayer", "config": inputs},
+        {"class_name": "Bidirectional", "config": bidi},
+        {"class_name": "Dense", "config": {"name": "head", "units": 1}},
+    ]
+    return {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {"name": "s", "layers": layers},
+        "registered_name": None,
+    }
+
+
+@pytest.mark.parametrize("names", [True, False], ids=["keras>=3.6", "keras<3.6"])
+def test_keras3_weights_file_of_a_bidirectional(tmp_path: Path, names: bool) -> None:
+    # What Keras 3 save_weights writes: groups keyed by class name, sorted, so
+    # the backward layer comes first; since Keras 3.6 (not in tf_keras's
+    # .weights.h5) the layers' own names in a `name` attribute.
+    import h5py
+
+    from modelconv import api
+
+    rng = np.random.default_rng(0)
+    shapes = {"forward": [(3, 6), (2, 6), (2, 6)], "backward": [(3, 6), (2, 6), (2, 6)]}
+    arrays = {
+        side: [rng.standard_normal(shape).astype("float32") for shape in sizes]
+        for side, sizes in shapes.items()
+    }
+    head = [rng.standard_normal((4, 1)).astype("float32"), np.ones(1, "float32")]
+    path = tmp_path / "m.weights.h5"
+    attr = "name" if names else "unused"
+    with h5py.File(path, "w") as h5:
+        for side in ("backward", "forward"):
+            layer = h5.create_group(f"layers/bidirectional/{side}_layer")
+            layer.create_group("vars").attrs[attr] = f"{side}_gru"
+            cell = layer.create_group("cell/vars")
+            cell.attrs[attr] = "gru_cell"
+            for index, array in enumerate(arrays[side]):
+                cell.create_dataset(str(index), data=array)
+        h5.create_group("layers/bidirectional/vars").attrs[attr] = "bidi"
+        dense = h5.create_group("layers/dense/vars")
+        dense.attrs[attr] = "head"
+        for index, array in enumerate(head):
+            dense.create_dataset(str(index), data=array)
+        h5.create_group("vars").attrs[attr] = "s"
+    architecture = Model(
+        architecture=build_architecture(_keras3_bidirectional_config())
+    )
+    model = attach_weights(architecture, api.load(path))
+    # Each inner layer was its own group (3 groups for 2 layers), so the file
+    # was refused; and by position the backward weights, sorted first, would
+    # land on forward_gru unnoticed: both sides have the same shapes.
+    for side in ("forward", "backward"):
+        for short, array in zip(("kernel", "recurrent_kernel", "bias"), arrays[side]):
+            got = model.tensor(f"bidi/{side}_gru/{short}").read()
+            assert np.array_equal(got, array), (side, short)
+    assert np.array_equal(model.tensor("head/kernel").read(), head[0])
+
+
+def test_keras3_weights_file_keys_layers_by_class_in_model_order(
+    tmp_path: Path,
+) -> None:
+    # tf_keras and Keras < 3.6 record no names: `layers/batch_normalization`
+    # sorts before `layers/dense`, so matching in file order refused the file.
+    import h5py
+
+    from modelconv import api
+
+    dense = {"class_name": "Dense", "config": {"name": "first", "units": 2}}
+    sub = [{"class_name": "Dense", "config": {"name": "inner", "units": 2}}]
+    inputs = {"name": "in", "batch_shape": [None, 4]}
+    layers = [
+        {"class_name": "InputLayer", "config": inputs},
+        dense,
+        {"class_name": "BatchNormalization", "config": {"name": "bn"}},
+        {"class_name": "Sequential", "config": {"name": "sub", "layers": sub}},
+    ]
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": layers}}
+    values = {
+        "layers/dense/vars": [np.full((4, 2), 1.0), np.full(2, 2.0)],
+        "layers/batch_normalization/vars": [np.full(2, 3.0 + i) for i in range(4)],
+        "layers/sequential/layers/dense/vars": [np.full((2, 2), 9.0), np.zeros(2)],
+    }
+    path = tmp_path / "old.weights.h5"
+    with h5py.File(path, "w") as h5:
+        for group, arrays in values.items():
+            for index, array in enumerate(arrays):
+                h5.create_dataset(f"{group}/{index}", data=array.astype("float32"))
+    model = attach_weights(
+        Model(architecture=build_architecture(config)), api.load(path)
+    )
+    assert model.metadata["weights_source"]["matched_by"] == "keras3-path"
+    assert model.tensor("first/bias").read().tolist() == [2.0, 2.0]
+    assert model.tensor("bn/moving_variance").read().tolist() == [6.0, 6.0]
+    assert model.tensor("sub/inner/kernel").read().tolist() == [[9.0, 9.0]] * 2
+
+
 def test_short_names_reorder_within_a_layer() -> None:
     names = {"hidden/bias": "hidden/bias", "hidden/kernel": "hidden/kernel"}
     names |= {"out/bias": "out/bias", "out/kernel": "out/kernel"}
@@ -137,7 +246,16 @@ def test_shape_mismatch_names_layers_and_shapes() -> None:
     with pytest.raises(InputError) as raised:
         attach_weights(arch_model(), weights_model(names, wrong))
     message = str(raised.value)
-    assert "'out'" in message and "[5, 4]" in message and "18" in message
+    assert "'out'" in message and "[5, 4]" in message and "[5, 3]" in message
+    assert "matched by order" in message
+
+
+def test_same_parameter_count_in_other_shapes_is_refused() -> None:
+    # (5, 3) + (3,) and (3, 5) + (3,) both hold 18 parameters; only the
+    # parameter count used to be checked, so the transposed kernel attached.
+    wrong = dict(SHAPES, **{"out/kernel": (3, 5)})
+    with pytest.raises(InputError, match=r"'out'.*\[\[5, 3\], \[3\]\].*\[3, 5\]"):
+        attach_weights(arch_model(), weights_model({k: k for k in SHAPES}, wrong))
 
 
 def test_layer_count_mismatch_names_both_sides() -> None:

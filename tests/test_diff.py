@@ -255,6 +255,20 @@ def test_nan_payloads_differ_in_bytes_not_numbers() -> None:
     assert strict.status is TensorStatus.CHANGED and math.isnan(strict.max_abs_diff)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "complex64"])
+def test_nan_differs_counts_nan_in_identical_bytes(dtype: str) -> None:
+    from modelconv.dtypes import numpy_dtype
+
+    values = np.array([np.nan, 1.0]).astype(numpy_dtype(dtype))
+    a = Model(tensors=(tensor("w", values),))
+    b = Model(tensors=(tensor("w", values.copy()),))
+    assert diff_models(a, b).identical
+    # Byte-identical NaNs were reported `same` even under --nan-differs.
+    result = diff_models(a, b, nan_differs=True, ulps=4).tensors[0]
+    assert result.status is TensorStatus.CHANGED and result.mismatched == 1
+    assert math.isnan(result.max_abs_diff)
+
+
 def test_nan_against_number_is_a_difference() -> None:
     a = Model(tensors=(tensor("w", np.array([np.nan, 1.0])),))
     b = Model(tensors=(tensor("w", np.array([0.0, 1.0])),))
@@ -356,6 +370,53 @@ def test_tensors_match_by_layer_and_position_when_names_differ() -> None:
     assert result.identical
     assert [t.matched_by for t in result.tensors] == ["position"] * 4
     assert result.tensors[0].name_b == "dense/0"
+
+
+def test_top_level_arrays_of_unrelated_models_are_not_paired() -> None:
+    # With no layer to anchor on, `weights` was paired with `counts` (and
+    # `x` with `y`) by position alone, reporting shape changes or `same`.
+    a = Model(tensors=(tensor("w", np.ones(2)), tensor("x", np.ones(3))))
+    b = Model(tensors=(tensor("w", np.ones(2)), tensor("y", np.ones(3))))
+    result = diff_models(a, b)
+    assert [(t.name, t.status) for t in result.tensors] == [
+        ("w", TensorStatus.SAME),
+        ("x", TensorStatus.ONLY_IN_A),
+        ("y", TensorStatus.ONLY_IN_B),
+    ]
+    assert result.exit_code == 1
+
+
+def _bidirectional_model(keras3: bool, backward_units: int = 4) -> Model:
+    def gru(name: str, go_backwards: bool, units: int = 4) -> dict[str, Any]:
+        config: dict[str, Any] = {"name": name, "units": units}
+        config["go_backwards"] = go_backwards
+        if keras3:
+            config["zero_output_for_mask"] = False
+        else:
+            config["implementation"] = 2  # tf.keras only; Keras 3 ignores it
+        return {"class_name": "GRU", "config": config}
+
+    wrapper: dict[str, Any] = {"name": "bidi", "merge_mode": "concat"}
+    if keras3:  # Keras 3 renames the layer and always writes the backward one
+        wrapper["layer"] = gru("forward_gru", False)
+        wrapper["backward_layer"] = gru("backward_gru", True, backward_units)
+    else:
+        wrapper["layer"] = gru("gru", False)
+    inputs = {"name": "in", "batch_shape": [None, 5, 3]}
+    layers = [
+        {"class_name": "InputLayer", "config": inputs},
+        {"class_name": "Bidirectional", "config": wrapper},
+    ]
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": layers}}
+    return Model(architecture=build_architecture(config))
+
+
+def test_bidirectional_keras2_and_keras3_forms_are_the_same() -> None:
+    result = diff_models(_bidirectional_model(False), _bidirectional_model(True))
+    assert counted(result) == []
+    # A backward layer that really differs is still a change.
+    other = diff_models(_bidirectional_model(False), _bidirectional_model(True, 5))
+    assert [c.path for c in counted(other)] == ["/layers/bidi/config/backward_layer"]
 
 
 def test_tensors_follow_a_renamed_layer() -> None:
@@ -654,6 +715,25 @@ def test_cli_error_is_exit_2_with_json(run_cli: Any, saved: dict[str, Path]) -> 
     assert out.exit_code == 2
     assert json.loads(out.stdout)["error"]["kind"]
     assert out.stderr.startswith("error:")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("diff", "a.npz", "b.npz", "--atol", "-1"),
+        ("diff", "a.npz"),
+        ("verify", "m.npz", "--bogus"),
+        ("inspect",),
+    ],
+)
+def test_cli_bad_option_with_json_prints_the_error_document(
+    run_cli: Any, args: tuple[str, ...]
+) -> None:
+    # Click's usage errors bypassed the error document --json promises.
+    out = run_cli(*args, "--json")
+    assert out.exit_code == 2
+    error = json.loads(out.stdout)["error"]
+    assert error["kind"] == "usage" and error["message"]
 
 
 def test_cli_help_lists_options(run_cli: Any) -> None:

@@ -274,8 +274,11 @@ def test_mismatches_agree_with_numpy_isclose(
         close = np.isclose(x, y, rtol=rtol, atol=atol, equal_nan=not nan_differs)
     same_bits = x.view(f"u{x.itemsize}") == y.view(f"u{y.itemsize}")
     if nan_differs:
-        # Identical bytes are always equal; a NaN elsewhere always differs.
-        close = (close & ~(np.isnan(x) | np.isnan(y))) | same_bits
+        # Identical bytes are equal unless they hold a NaN: a NaN always
+        # differs, even from the same bits.
+        nan = np.isnan(x) | np.isnan(y)
+        same_bits &= ~nan
+        close = (close & ~nan) | same_bits
     assert result.mismatched == int(np.count_nonzero(~close))
     expected = TensorStatus.SAME if same_bits.all() else TensorStatus.CLOSE
     if not close.all():

@@ -407,12 +407,17 @@ def test_keras_json_forms_and_losses(tmp_path: Path) -> None:
         "backend": "tensorflow",
     }
     keras3 = {"module": "keras", "class_name": "Sequential", "config": {"layers": []}}
+    # Keras 2.0 and 2.1 wrote a Sequential as a list too; it used to be
+    # reported as keras1 despite its version.
+    keras21 = {**keras1, "keras_version": "2.1.6", "backend": "tensorflow"}
+    keras21["config"] = [{"class_name": "Dense", "config": {"name": "d", "units": 3}}]
     for document, flavour in (
         (keras1, "keras1"),
         (keras2, "keras2"),
         (keras3, "keras3"),
+        (keras21, "keras2"),
     ):
-        path = tmp_path / f"{flavour}.json"
+        path = tmp_path / f"{flavour}-{document.get('keras_version')}.json"
         path.write_text(json.dumps(document))
         assert keras_json.sniff(make_probe(path)) == 90
         model = keras_json.read(path, ReadOptions())
@@ -422,7 +427,7 @@ def test_keras_json_forms_and_losses(tmp_path: Path) -> None:
         )
         (loss,) = keras_json.losses(with_weights, WriteOptions())
         assert loss.what == "weights" and "1 weight" in loss.detail
-        out = tmp_path / f"{flavour}.out.json"
+        out = path.with_suffix(".out.json")
         keras_json.write(with_weights, out, WriteOptions(allow_lossy=True))
         assert json.loads(out.read_text()) == document
 

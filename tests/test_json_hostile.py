@@ -222,6 +222,15 @@ def test_shard_sizes_must_match_the_manifest(tmp_path: Path, shard_bytes: int) -
         tfjs.read(folder, OPTIONS)
 
 
+def test_shard_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    # A folder whose st_size happened to match the manifest passed the size
+    # check, and reading its bytes failed only later.
+    folder = tfjs_folder(tmp_path, ["sub"])
+    (folder / "sub").mkdir()
+    with pytest.raises(HostileInputError, match="'sub' of group 2 is not a regular"):
+        tfjs.read(folder, OPTIONS)
+
+
 def test_missing_shard_is_an_input_error(tmp_path: Path) -> None:
     folder = tfjs_folder(tmp_path, ["group2-shard1of1.bin"])
     with pytest.raises(InputError, match="group2-shard1of1.bin"):
@@ -294,6 +303,14 @@ def test_cli_json_that_is_no_model_exit_2(
     assert_one_line_exit_2(run_cli("inspect", path))  # type: ignore[operator]
     for fmt in ("json", "keras-json", "tfjs"):
         assert_one_line_exit_2(run_cli("inspect", path, "--from", fmt))  # type: ignore[operator]
+
+
+def test_keras_json_with_wrong_value_types_says_which(tmp_path: Path) -> None:
+    # Both keys present: the message used to claim they were missing.
+    path = tmp_path / "model.json"
+    path.write_text('{"class_name": 5, "config": {}}')
+    with pytest.raises(InputError, match="'class_name' must be a string"):
+        keras_json.read(path, OPTIONS)
 
 
 @pytest.mark.parametrize("shard", ["../outside.bin", "/etc/passwd", "http://x/y.bin"])

@@ -330,6 +330,25 @@ def test_rewriting_a_real_model_reproduces_the_converter(tmp_path: Path) -> None
     assert shard_bytes(out) == shard_bytes(REAL / "plain")
 
 
+@pytest.mark.parametrize("stored", ["uint8", "uint16", "float16"])
+def test_rewriting_a_quantised_model_keeps_its_quantisation(
+    tmp_path: Path, stored: str
+) -> None:
+    from modelconv import api
+
+    # The cast to tf.js's plain dtypes ran before the writer saw the tensors,
+    # so the conversion was refused as lossy (uint8 -> int32).
+    out = tmp_path / "again"
+    report = api.convert(REAL / stored, out, format="tfjs")
+    assert report.casts == () and report.losses == ()
+    ours = json.loads((out / "model.json").read_text())
+    real = json.loads((REAL / stored / "model.json").read_text())
+    assert [g["weights"] for g in ours["weightsManifest"]] == [
+        g["weights"] for g in real["weightsManifest"]
+    ]
+    assert shard_bytes(out) == shard_bytes(REAL / stored)
+
+
 def test_big_tensors_are_cut_into_4_mib_shards(tmp_path: Path) -> None:
     from modelconv import api
     from modelconv.model import ArraySource, Tensor

@@ -72,8 +72,12 @@ def flavour_of(document: Mapping[str, Any]) -> str:
     """keras1, keras2 or keras3, from the serialisation form."""
     if "module" in document or "registered_name" in document:
         return "keras3"
-    version = str(document.get("keras_version", ""))
-    if version.startswith("1") or isinstance(document.get("config"), list):
+    version = str(document.get("keras_version") or "")
+    if version.startswith("1"):
+        return "keras1"
+    # Keras 2.0 and 2.1 still wrote a Sequential as a bare list; the version,
+    # when the file has one, says which Keras wrote it.
+    if not version and isinstance(document.get("config"), list):
         return "keras1"
     return "keras2"
 
@@ -86,13 +90,19 @@ def check_keras_document(document: Any, path: Path, what: str) -> None:
             f"{type(document).__name__}, expected an object with 'class_name' "
             "and 'config')"
         )
-    if not isinstance(document.get("class_name"), str) or not isinstance(
-        document.get("config"), (dict, list)
-    ):
+    if "class_name" not in document or "config" not in document:
         keys = ", ".join(sorted(map(str, document))[:8]) or "none"
         raise InputError(
             f"{str(path)!r} is JSON but not a Keras {what}: it has no "
             f"'class_name' and 'config' (keys found: {keys})"
+        )
+    cls, config = document["class_name"], document["config"]
+    if not isinstance(cls, str) or not isinstance(config, (dict, list)):
+        # Both keys are there; say which value is wrong rather than "no key".
+        raise InputError(
+            f"{str(path)!r} is JSON but not a Keras {what}: 'class_name' must be "
+            f"a string and 'config' an object or list (found {cls!r:.40} and "
+            f"a {type(config).__name__} 'config')"
         )
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import math
 import re
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -236,12 +237,20 @@ def _sized(paths: list[Path], specs: list[_Spec], number: int) -> _Group:
     shards = []
     for shard in paths:
         try:
-            shards.append((shard, shard.stat().st_size))
+            info = shard.stat()
         except OSError as exc:
             raise InputError(
                 f"tf.js shard {shard.name!r} of group {number} cannot be read "
                 f"({exc.strerror}); copy every .bin file listed in model.json"
             ) from exc
+        # A folder's or a device's st_size says nothing about its bytes, and
+        # opening a FIFO would block: only regular files are shards.
+        if not stat.S_ISREG(info.st_mode):
+            raise HostileInputError(
+                f"tf.js shard {shard.name!r} of group {number} is not a regular "
+                "file; refused"
+            )
+        shards.append((shard, info.st_size))
     have = sum(size for _, size in shards)
     want = sum(spec.nbytes for spec in specs)
     if have != want:
@@ -486,8 +495,9 @@ def read(path: Path, options: ReadOptions) -> Model:
     if quantised and not dequantize_all:
         warnings.append(
             f"{quantised} tensors are stored quantised by tf.js and shown as "
-            "stored (uint8/uint16/float16, quantisation in their attrs); read "
-            "with dequantize to get their float values"
+            "stored (uint8/uint16/float16, quantisation in their attrs); "
+            "modelconv.load(path, extra={'dequantize': True}) gives their float "
+            "values"
         )
     elif quantised:
         warnings.append(
@@ -555,6 +565,18 @@ def _writer() -> Any:
         if exc.name != name:
             raise
         raise UnsupportedError(_NO_WRITER) from exc
+
+
+def keeps_stored(tensor: Tensor) -> bool:
+    """Whether the writer puts ``tensor`` back in its tf.js quantised form.
+
+    Such a tensor (read without dequantising) is uint8, uint16 or float16,
+    which plain tf.js weights cannot be, yet it is written byte for byte.
+    """
+    quantization = tensor.attrs.get("tfjs_quantization")
+    return isinstance(quantization, Mapping) and quantization.get("dtype") == (
+        tensor.dtype
+    )
 
 
 def prepare(model: Model, options: WriteOptions) -> Model:

@@ -28,6 +28,7 @@ from typing import IO, Any
 from ..errors import InternalError, UnsupportedError
 from ..model import Model, Role, Tensor
 from .base import Loss, WriteOptions
+from .tfjs import keeps_stored
 
 # tfjs-converter's default shard size: the largest file all major browsers
 # cache (write_weights.py).
@@ -119,8 +120,8 @@ def _unloadable_layers(node: Any) -> Iterator[tuple[str, str]]:
 
 def _quantization(tensor: Tensor) -> Mapping[str, Any] | None:
     """The tf.js quantisation a tensor still carries in its stored form."""
-    quantization = tensor.attrs.get("tfjs_quantization")
-    if isinstance(quantization, Mapping) and quantization.get("dtype") == tensor.dtype:
+    if keeps_stored(tensor):
+        quantization: Mapping[str, Any] = tensor.attrs["tfjs_quantization"]
         return quantization
     return None
 
