@@ -97,7 +97,31 @@ def run_once(case: Case, work: Path, env: dict[str, str]) -> Measure:
 
 
 def measure(case: Case, repeat: int, work: Path, env: dict[str, str]) -> Result:
-    runs = [run_once(case, work, env) for _ in range(repeat)]
+    return summarise(case, [run_once(case, work, env) for _ in range(repeat)])
+
+
+def measure_rounds(
+    cases: list[Case], repeat: int, work: Path, env: dict[str, str]
+) -> list[Result]:
+    """Each case once per round, rounds one after another.
+
+    Interleaved, so that a slow spell of the disk (write-back of an earlier
+    output, another process) falls on the copy and on modelconv alike
+    instead of on every repeat of one case.
+    """
+    runs: list[list[Measure]] = [[] for _ in cases]
+    for round_no in range(repeat):
+        for case, done in zip(cases, runs):
+            done.append(run_once(case, work, env))
+            print(
+                f"  round {round_no + 1}/{repeat} {case.name}: {done[-1].seconds:.2f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+    return [summarise(case, done) for case, done in zip(cases, runs)]
+
+
+def summarise(case: Case, runs: list[Measure]) -> Result:
     if case.output is not None:
         remove(case.output)
     bad = [r for r in runs if r.code not in case.codes]
@@ -396,7 +420,9 @@ def main() -> None:
         *machine(args.work, keras_version),
         "",
         f"Method: median of {args.repeat} runs on a warm page cache (the inputs "
-        "are read once, and the disk synced, before each size). Each command "
+        "are read once, and the disk synced, before each size), in rounds: "
+        "each command once per round, so that a slow spell of the disk falls "
+        "on the copy and on modelconv alike. Each command "
         "runs in its own process; its peak is its maximum resident set size "
         "(wait4, taken in a small launcher so that the benchmark's own memory "
         "is not counted). **fsync policy: every output, modelconv's and the "
@@ -454,12 +480,12 @@ def main() -> None:
             "| what | wall time (s) | x copy | peak RSS (MiB) | target |",
             "|---|---:|---:|---:|---|",
         ]
-        copy_seconds = None
         results = []
-        for case in cases_for(model, other, npz, args.work, keras):
-            result = measure(case, args.repeat, args.work, env)
-            if copy_seconds is None:
-                copy_seconds = result.seconds
+        measured = measure_rounds(
+            cases_for(model, other, npz, args.work, keras), args.repeat, args.work, env
+        )
+        copy_seconds = measured[0].seconds
+        for result in measured:
             result.ratio = result.seconds / copy_seconds
             report(size, result)
             results.append(result)
