@@ -563,9 +563,12 @@ def _rnn(
         if cls == "CuDNNLSTM" or cls == "CuDNNGRU":
             weights.append(_w("bias", 2 * gates * units))
         elif use_bias:
-            # GRU reset_after (Keras 2.1.? onwards, default from tf.keras 2.0)
-            # keeps separate input and recurrent biases: shape (2, 3u).
-            if cls == "GRU" and _bool(cfg, name, "reset_after", False):
+            # GRU reset_after (Keras 2.1.3 onwards) keeps separate input and
+            # recurrent biases: shape (2, 3u). Every Keras 2 that knows it
+            # writes it; where it is left out, the default is Keras 3's
+            # (True) for a Keras 3 config and Keras 2's (False) otherwise.
+            default = ctx.form == 3
+            if cls == "GRU" and _bool(cfg, name, "reset_after", default):
                 weights.append(_w("bias", 2, gates * units))
             else:
                 weights.append(_w("bias", gates * units))

@@ -1187,3 +1187,37 @@ def test_objects_from_modules_outside_keras_are_warned_about() -> None:
     flagged = [w for w in warnings if "outside Keras" in w]
     assert len(flagged) == 1
     assert "'activation'" in flagged[0] and "'os'" in flagged[0]
+
+
+@pytest.mark.parametrize(
+    ("keras3", "bias"), [(True, 2 * 3 * 4), (False, 3 * 4)], ids=["keras3", "keras2"]
+)
+def test_gru_without_reset_after_takes_its_versions_default(
+    keras3: bool, bias: int
+) -> None:
+    """reset_after defaults to True in Keras 3 (two bias rows) and to False in
+    the Keras 2 versions that could leave it out."""
+    gru: dict[str, Any] = {"name": "gru", "units": 4}
+    if keras3:
+        policy = {"name": "float32"}
+        gru["dtype"] = {
+            "module": "keras",
+            "class_name": "DTypePolicy",
+            "config": policy,
+        }
+        inputs = {
+            "class_name": "InputLayer",
+            "config": {"batch_shape": [None, 5, 3], "name": "x"},
+        }
+    else:
+        gru["batch_input_shape"] = [None, 5, 3]
+        inputs = None
+    layers = [inputs] if inputs else []
+    layers.append({"class_name": "GRU", "config": gru})
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": layers}}
+    if keras3:
+        config["module"] = "keras"
+    arch = build_architecture(config)
+    assert arch.form == (3 if keras3 else 2)
+    params = [layer.params for layer in arch.layers if layer.class_name == "GRU"]
+    assert params == [3 * (3 * 4 + 4 * 4) + bias]
