@@ -231,6 +231,22 @@ def test_shard_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
         tfjs.read(folder, OPTIONS)
 
 
+@pytest.mark.parametrize(
+    "document",
+    [{"weightsManifest": []}, {"modelTopology": None, "weightsManifest": []}],
+    ids=["manifest-only", "null-topology"],
+)
+def test_model_json_with_neither_topology_nor_weights_is_flagged(
+    tmp_path: Path, document: dict
+) -> None:
+    """Nothing to read is said, not shown as an empty model without a word
+    (modelconv itself writes such a file for an empty model, so it opens)."""
+    (tmp_path / "model.json").write_text(json.dumps(document))
+    model = tfjs.read(tmp_path, OPTIONS)
+    assert not model.tensors and model.architecture is None
+    assert any("neither a model topology nor any weights" in w for w in model.warnings)
+
+
 def test_missing_shard_is_an_input_error(tmp_path: Path) -> None:
     folder = tfjs_folder(tmp_path, ["group2-shard1of1.bin"])
     with pytest.raises(InputError, match="group2-shard1of1.bin"):

@@ -492,6 +492,13 @@ def read(path: Path, options: ReadOptions) -> Model:
     if architecture is not None:
         tensors = _architecture_names(tensors, architecture)
     warnings = list(architecture.warnings) if architecture is not None else []
+    if architecture is None and not tensors:
+        # Legal (modelconv writes one for an empty model) but never what the
+        # converter writes for a real model: say so rather than show nothing.
+        warnings.append(
+            f"{model_json.name} holds neither a model topology nor any weights; "
+            "check that it is the model.json the converter wrote"
+        )
     if quantised and not dequantize_all:
         warnings.append(
             f"{quantised} tensors are stored quantised by tf.js and shown as "
