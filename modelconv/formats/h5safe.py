@@ -95,13 +95,16 @@ def object_addr(obj: h5py.HLObject) -> int:
 
 
 def link_kind(group: h5py.Group, name: str) -> str:
-    """'hard', 'soft', 'external' or 'other' for the link ``name`` in ``group``."""
+    """'hard', 'soft', 'external', 'other' or 'missing' for the link ``name``
+    in ``group``."""
     try:
         link = group.get(name, getlink=True)
     except H5_ERRORS as exc:
         raise InputError(
             f"HDF5 link {name!r} in {group.name!r} cannot be read ({_reason(exc)})"
         ) from exc
+    if link is None:
+        return "missing"
     if isinstance(link, h5py.HardLink):
         return "hard"
     if isinstance(link, h5py.SoftLink):
@@ -149,27 +152,22 @@ def resolve(group: h5py.Group, path: str) -> h5py.HLObject | None:
             )
         if not isinstance(current, h5py.Group):
             return None
+        # One look at the link itself tells whether it is there and what it
+        # is, without following it (a dangling or external link included).
+        kind = link_kind(current, part)
+        where = f"{current.name.rstrip('/')}/{part}"
+        if kind == "missing":
+            return None
+        if kind != "hard":
+            raise refuse_link(kind, where)
         try:
-            present = part in current
+            current = current[part]
         except H5_ERRORS as exc:
             raise InputError(
-                f"HDF5 path {path!r} cannot be looked up ({_reason(exc)})"
+                f"HDF5 object {where!r} cannot be opened ({_reason(exc)}); the "
+                "file is damaged"
             ) from exc
-        if not present:
-            # A dangling soft link is not "in" the group; look at the link.
-            if _has_link(current, part):
-                kind = link_kind(current, part)
-                raise refuse_link(kind, f"{current.name.rstrip('/')}/{part}")
-            return None
-        current = child(current, part)
     return current
-
-
-def _has_link(group: h5py.Group, name: str) -> bool:
-    try:
-        return group.get(name, getlink=True) is not None
-    except H5_ERRORS:
-        return False
 
 
 @dataclass(frozen=True)
