@@ -195,3 +195,28 @@ def assert_predictions(got: list[np.ndarray], want: list[np.ndarray], exact: boo
 
 def _is_keras3(model: Model) -> bool:
     return str(model.producer.get("version") or "").startswith("3")
+
+
+def nested_batchnorm_model(keras: Any) -> Any:
+    """A functional model around a Sequential holding BatchNormalization,
+    trained one step with Adam: the nested model's non-trainable weights
+    (moving mean and variance) sit between its trainable ones, so a legacy
+    HDF5 file (trainable first) and a .keras archive (sublayer by sublayer)
+    list them in different orders. Works for Keras 3 and tf_keras alike."""
+    layers = keras.layers
+    inner = keras.Sequential(
+        [
+            keras.Input((4,)),
+            layers.Dense(5, activation="relu"),
+            layers.BatchNormalization(),
+            layers.Dense(3),
+        ],
+        name="inner",
+    )
+    x = keras.Input((4,))
+    model = keras.Model(x, layers.Dense(2)(inner(x)))
+    model.compile(optimizer="adam", loss="mse")
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(8, 4)).astype("float32")
+    model.fit(data, np.zeros((8, 2), "float32"), epochs=1, verbose=0)
+    return model

@@ -82,3 +82,29 @@ def keras3() -> Any:
 def tf_keras() -> Any:
     """tf_keras (Keras 2), imported once per session."""
     return pytest.importorskip("tf_keras")
+
+
+@dataclass(frozen=True)
+class SavedKeras3:
+    """One Keras 3 model saved as legacy .h5 and .keras, with a probe input."""
+
+    h5: Path
+    keras: Path
+    x: Any
+    want: Any
+
+
+@pytest.fixture(scope="session")
+def k3_nested_batchnorm(keras3: Any, tmp_path_factory: Any) -> SavedKeras3:
+    """Keras 3 nested Sequential with BatchNormalization, trained one step."""
+    import numpy as np
+    from _keras_models import nested_batchnorm_model
+
+    folder = tmp_path_factory.mktemp("k3_nested_batchnorm")
+    model = nested_batchnorm_model(keras3)
+    x = np.random.default_rng(1).normal(size=(3, 4)).astype("float32")
+    model.save(folder / "m.h5")
+    model.save(folder / "m.keras")
+    return SavedKeras3(
+        folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
+    )

@@ -127,3 +127,18 @@ def test_tf_keras_h5_for_keras3_loads_in_keras3(
     got = predict(loaded, x)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.keras
+def test_nested_batchnorm_keras_to_keras2_h5_loads_in_tf_keras(
+    k3_nested_batchnorm: Any, tf_keras: Any, tmp_path: Path
+) -> None:
+    """tf_keras loads a nested model's HDF5 weights by position, trainable
+    first; the .keras reader's sublayer order put a moving mean where a
+    kernel belongs."""
+    out = tmp_path / "out.h5"
+    with read_fixture(k3_nested_batchnorm.keras) as model:
+        hdf5.write(model, out, KERAS2)
+    loaded = tf_keras.models.load_model(out, compile=False)
+    got = loaded.predict(k3_nested_batchnorm.x, verbose=0)
+    np.testing.assert_allclose(got, k3_nested_batchnorm.want, rtol=1e-6, atol=1e-6)
