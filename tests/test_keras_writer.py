@@ -484,3 +484,27 @@ def test_keras1_functional_merge_predicts_like_keras3(
     b.set_weights(wb)
     x = rng.normal(size=(6, 5)).astype("float32")
     assert_predictions(predict(loaded, x), predict(reference, x), exact=True)
+
+
+@pytest.mark.keras
+def test_nested_batchnorm_h5_to_keras_loads_in_keras3(
+    k3_nested_batchnorm: Any, keras3: Any, tmp_path: Path
+) -> None:
+    """Legacy .h5 lists a nested model's weights trainable first, the archive
+    sublayer by sublayer; the read-back check used to pair them by position
+    once the optimizer slots were renamed, and refused a correct file."""
+    from modelconv import api
+
+    out = tmp_path / "out.keras"
+    api.convert(k3_nested_batchnorm.h5, out)
+    loaded = keras3.saving.load_model(out, compile=False)
+    got = loaded.predict(k3_nested_batchnorm.x, verbose=0)
+    np.testing.assert_array_equal(got, k3_nested_batchnorm.want)
+    with read_fixture(k3_nested_batchnorm.keras) as a, read_fixture(out) as b:
+        # Both readers list the nested model's weights in one (legacy) order.
+        names = [t.name for t in a.by_role("weight")]
+        assert names == [t.name for t in b.by_role("weight")]
+        # Keras numbers layer names per session, so find them by kind.
+        kernels = [i for i, n in enumerate(names) if n.endswith("/kernel")]
+        means = [i for i, n in enumerate(names) if n.endswith("/moving_mean")]
+        assert kernels[1] < means[0]  # the nested Dense's kernel, then state
