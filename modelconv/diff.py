@@ -422,6 +422,9 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "unroll": False,
     "return_state": False,
     "rms_scaling": False,  # Keras 3 LayerNormalization
+    # tf.keras 2.x writes groups=1 on DepthwiseConv, SeparableConv and
+    # ConvTranspose layers too; Keras 3 refuses it there (migrate drops it).
+    "groups": 1,
     # Keras 1 configs omit the initialisers they did not change.
     "kernel_initializer": {"class_name": "GlorotUniform", "config": {}},
     "bias_initializer": {"class_name": "Zeros", "config": {}},
@@ -432,9 +435,9 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
 }
 _CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
     "Dense": {"activation": "linear", "use_bias": True},
-    "Conv1D": {"activation": "linear", "use_bias": True, "groups": 1},
-    "Conv2D": {"activation": "linear", "use_bias": True, "groups": 1},
-    "Conv3D": {"activation": "linear", "use_bias": True, "groups": 1},
+    "Conv1D": {"activation": "linear", "use_bias": True},
+    "Conv2D": {"activation": "linear", "use_bias": True},
+    "Conv3D": {"activation": "linear", "use_bias": True},
     "BatchNormalization": {
         "momentum": 0.99,
         "epsilon": 0.001,

@@ -334,3 +334,27 @@ def test_optimizer_names_are_format_specific_weight_names_are_not(
     (check,) = verify_path(path, via=["npz"]).formats
     assert check.status is VerifyStatus.FAIL and check.names is False
     assert "dense/bias reads back as dense/b" in check.problems
+
+
+@pytest.mark.keras
+def test_tf_keras_depthwise_and_transpose_convs_verify_via_keras(
+    tf_keras: Any, tmp_path: Path
+) -> None:
+    """tf_keras writes groups=1 on DepthwiseConv2D, SeparableConv2D and
+    Conv2DTranspose and calls the depthwise kernel `depthwise_kernel`; the
+    Keras 3 file drops the one and renames the other. Neither is a change
+    (MobileNetV2, EfficientNet, Xception and NASNet all failed verify)."""
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((8, 8, 3)),
+            layers.DepthwiseConv2D(3),
+            layers.SeparableConv2D(4, 3),
+            layers.Conv2DTranspose(2, 3),
+        ]
+    )
+    path = tmp_path / "m.h5"
+    model.save(path)
+    result = verify_path(path, via=["keras"])
+    check = result.formats[0]
+    assert check.status is VerifyStatus.PASS, check.problems
