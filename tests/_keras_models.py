@@ -220,3 +220,15 @@ def nested_batchnorm_model(keras: Any) -> Any:
     data = rng.normal(size=(8, 4)).astype("float32")
     model.fit(data, np.zeros((8, 2), "float32"), epochs=1, verbose=0)
     return model
+
+
+def slash_named_model(keras: Any) -> Any:
+    """tf_keras layers named like DenseNet's (``conv1/conv``, ``conv1/bn``):
+    tf.keras allows "/" in a layer name, Keras 3 refuses it."""
+    layers = keras.layers
+    x = keras.Input((6, 6, 2))
+    y = layers.Conv2D(3, 3, name="conv1/conv")(x)
+    y = layers.BatchNormalization(name="conv1/bn")(y)
+    y = layers.Activation("relu", name="conv1/relu")(y)
+    y = layers.GlobalAveragePooling2D(name="pool")(y)
+    return keras.Model(x, layers.Dense(2, name="fc/dense")(y))

@@ -108,3 +108,29 @@ def k3_nested_batchnorm(keras3: Any, tmp_path_factory: Any) -> SavedKeras3:
     return SavedKeras3(
         folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
     )
+
+
+@dataclass(frozen=True)
+class SavedTfKeras:
+    """One tf_keras model saved as legacy .h5 and .keras, with a probe input."""
+
+    h5: Path
+    keras: Path
+    x: Any
+    want: Any
+
+
+@pytest.fixture(scope="session")
+def tfk_slash_names(tf_keras: Any, tmp_path_factory: Any) -> SavedTfKeras:
+    """tf_keras functional model with "/" in its layer names (as DenseNet)."""
+    import numpy as np
+    from _keras_models import slash_named_model
+
+    folder = tmp_path_factory.mktemp("tfk_slash_names")
+    model = slash_named_model(tf_keras)
+    x = np.random.default_rng(2).normal(size=(2, 6, 6, 2)).astype("float32")
+    model.save(folder / "m.h5")
+    model.save(folder / "m.keras")
+    return SavedTfKeras(
+        folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
+    )

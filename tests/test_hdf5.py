@@ -599,3 +599,23 @@ def test_keras30_bare_names_in_a_nested_model(tmp_path: Path) -> None:
     # Named after the architecture, the weights find their .keras slots.
     result = api.convert(path, tmp_path / "k30.keras")
     assert result.tensors == len(original.tensors)
+
+
+@pytest.mark.keras
+def test_tf_keras_layer_names_with_slashes(
+    tfk_slash_names: Any, tf_keras: Any, tmp_path: Path
+) -> None:
+    """tf.keras DenseNet names layers "conv1/conv" and their weights
+    "conv1/conv/kernel:0". They were read as "conv1/conv/conv1/conv/kernel"
+    (not in the architecture), and writing HDF5 again failed (exit 3): the
+    layer was taken to be "conv1"."""
+    with api.load(tfk_slash_names.h5) as model:
+        assert not model.warnings
+        names = [t.name for t in model.by_role(Role.WEIGHT)]
+    assert names[:2] == ["conv1/conv/kernel", "conv1/conv/bias"]
+    for src in (tfk_slash_names.h5, tfk_slash_names.keras):
+        out = tmp_path / f"{src.suffix[1:]}.h5"
+        api.convert(src, out, target_keras="keras2", drop=["optimizer"])
+        loaded = tf_keras.models.load_model(out, compile=False)
+        got = loaded.predict(tfk_slash_names.x, verbose=0)
+        np.testing.assert_allclose(got, tfk_slash_names.want, rtol=1e-6, atol=1e-6)

@@ -447,6 +447,10 @@ def canonical_name(layer: str, weight: str, keras1: bool = False) -> str:
     ``kernel``; Keras >= 3.3 the variable path ``sequential/dense/kernel``
     (the model name leads for Sequential, not for functional models).
     """
+    if "/" in layer and _strip_index(weight).startswith(f"{layer}/"):
+        # tf.keras DenseNet names its layers "conv1/conv", and their weights
+        # "conv1/conv/kernel:0": the whole layer name leads.
+        return f"{layer}/{_strip_index(weight)[len(layer) + 1 :]}"
     parts = [p for p in _strip_index(weight).split("/") if p]
     if not parts:
         return f"{layer}/{weight}"
@@ -971,12 +975,16 @@ def _layer_weights(
 ) -> tuple[list[str], dict[str, list[tuple[str, Tensor]]]]:
     """layer_names, and per layer group its (weight name, tensor) pairs."""
     legacy = _legacy_paths(model)
+    order = _config_layer_names(model.architecture.config) if model.architecture else []
     groups: dict[str, list[tuple[str, Tensor]]] = {}
     for tensor in tensors:
-        if legacy and tensor.source_names and "/" in tensor.source_names[0]:
-            layer, weight = tensor.source_names[0].split("/", 1)
+        source = tensor.source_names[0] if tensor.source_names else ""
+        layer, rest = _split_layer(tensor.name, order)
+        if legacy and source.startswith(f"{layer}/"):
+            # The weight name as the source file had it (a migration that
+            # renamed the layer makes a new one below).
+            weight = source[len(layer) + 1 :]
         else:
-            layer, _, rest = tensor.name.partition("/")
             if not rest:
                 raise UsageError(
                     f"tensor {tensor.name!r} has no layer part (layer/weight); "
@@ -985,10 +993,20 @@ def _layer_weights(
             # Keras 2 writes "dense/kernel:0", Keras 3 the variable path.
             weight = f"{tensor.name}:0" if line == "keras2" else tensor.name
         groups.setdefault(layer, []).append((weight, tensor))
-    order = _config_layer_names(model.architecture.config) if model.architecture else []
     names = [n for n in order if n != TOP_LEVEL_GROUP]
     names += [n for n in groups if n not in names and n != TOP_LEVEL_GROUP]
     return names, groups
+
+
+def _split_layer(name: str, layers: list[str]) -> tuple[str, str]:
+    """``layer/weight`` split at the end of the longest layer name it starts
+    with: tf.keras layer names may hold "/" (DenseNet's "conv1/conv")."""
+    owners = [n for n in layers if "/" in n and name.startswith(f"{n}/")]
+    if owners:
+        layer = max(owners, key=len)
+        return layer, name[len(layer) + 1 :]
+    layer, _, rest = name.partition("/")
+    return layer, rest
 
 
 def _write_weight_groups(
