@@ -1305,12 +1305,82 @@ def migrate_keras3(model: Model) -> Model:
     arch = model.architecture
     if arch is None or arch.framework != "keras":
         return model
+    model = slash_free_layer_names(model)
+    arch = model.architecture
+    assert arch is not None
     original = _original_layer_configs(arch.config)
     new_config, applied = to_keras3(arch.config, _shapes(arch))
     run = _Run(list(applied), form=arch.form or 2)
     backend = model.metadata.get("backend")
     tensors = _migrate_tensors(model, new_config, original, run, backend)
     return _with_config(model, new_config, tensors, run.applied)
+
+
+def slash_free_layer_names(model: Model) -> Model:
+    """Layer names with "/" renamed with "_" (``conv1/conv`` -> ``conv1_conv``).
+
+    tf.keras 2.x DenseNet names its layers ``conv1/conv``; Keras 3 refuses a
+    "/" in a layer name, and its own DenseNet says ``conv1_conv``. The names
+    change in the layer entries, in every node reference to them and in the
+    tensors' canonical names.
+    """
+    arch = model.architecture
+    assert arch is not None
+    renames: dict[str, str] = {}
+    for layer in iter_layers(arch.config):
+        name = layer.config.get("name")
+        if isinstance(name, str) and "/" in name:
+            renames[name] = name.replace("/", "_")
+    if not renames:
+        return model
+    taken = {layer.config.get("name") for layer in iter_layers(arch.config)}
+    clash = sorted(new for new in renames.values() if new in taken)
+    if clash:
+        raise UnsupportedError(
+            f"layer names {clash[:3]} are taken, so the layers Keras 3 needs "
+            "renamed (it refuses '/' in a layer name) have no free name; rename "
+            "the layers in the source model"
+        )
+    config = _renamed_refs(copy.deepcopy(dict(arch.config)), renames)
+    tensors = tuple(
+        t.replace(name=_renamed_tensor(t.name, renames)) for t in model.tensors
+    )
+    return _with_config(model, config, tensors, ["slash_free_layer_names"])
+
+
+def _renamed_refs(value: Any, renames: Mapping[str, str]) -> Any:
+    """``value`` with layer names in ``name`` keys and node references renamed.
+
+    Node references are ``[name, node, tensor, ...]`` lists (Keras 2 nodes,
+    Keras 3 ``keras_history``, ``input_layers``); an entry names itself in
+    ``name`` and ``config.name``.
+    """
+    if isinstance(value, dict):
+        out = {k: _renamed_refs(v, renames) for k, v in value.items()}
+        if isinstance(out.get("name"), str):
+            out["name"] = renames.get(out["name"], out["name"])
+        return out
+    if isinstance(value, list):
+        out_list = [_renamed_refs(v, renames) for v in value]
+        if (
+            len(out_list) >= 3
+            and isinstance(out_list[0], str)
+            and isinstance(out_list[1], int)
+        ):
+            out_list[0] = renames.get(out_list[0], out_list[0])
+        return out_list
+    return value
+
+
+def _renamed_tensor(name: str, renames: Mapping[str, str]) -> str:
+    parts = name.split("/")
+    for old in sorted(renames, key=len, reverse=True):
+        width = old.count("/") + 1
+        for i in range(len(parts) - width):
+            if "/".join(parts[i : i + width]) == old:
+                parts[i : i + width] = [renames[old]]
+                break
+    return "/".join(parts)
 
 
 def _migrate_tensors(

@@ -508,3 +508,25 @@ def test_nested_batchnorm_h5_to_keras_loads_in_keras3(
         kernels = [i for i, n in enumerate(names) if n.endswith("/kernel")]
         means = [i for i, n in enumerate(names) if n.endswith("/moving_mean")]
         assert kernels[1] < means[0]  # the nested Dense's kernel, then state
+
+
+@pytest.mark.keras
+def test_tf_keras_slash_layer_names_renamed_for_keras3(
+    tfk_slash_names: Any, keras3: Any, tmp_path: Path
+) -> None:
+    """Keras 3 refuses "/" in a layer name (tf.keras DenseNet's "conv1/conv"):
+    the migration renames it "conv1_conv", as Keras 3's own DenseNet does."""
+    from modelconv import api
+
+    for src in (tfk_slash_names.h5, tfk_slash_names.keras):
+        out = tmp_path / f"{src.suffix[1:]}.keras"
+        api.convert(src, out, drop=["optimizer"])
+        loaded = keras3.saving.load_model(out, compile=False)
+        assert "conv1_conv" in [layer.name for layer in loaded.layers]
+        got = loaded.predict(tfk_slash_names.x, verbose=0)
+        np.testing.assert_allclose(got, tfk_slash_names.want, rtol=1e-6, atol=1e-6)
+    out = tmp_path / "k3.h5"
+    api.convert(tfk_slash_names.h5, out, target_keras="keras3")
+    loaded = keras3.saving.load_model(out, compile=False)
+    got = loaded.predict(tfk_slash_names.x, verbose=0)
+    np.testing.assert_allclose(got, tfk_slash_names.want, rtol=1e-6, atol=1e-6)
