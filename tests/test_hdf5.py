@@ -619,3 +619,22 @@ def test_tf_keras_layer_names_with_slashes(
         loaded = tf_keras.models.load_model(out, compile=False)
         got = loaded.predict(tfk_slash_names.x, verbose=0)
         np.testing.assert_allclose(got, tfk_slash_names.want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.keras
+def test_keras3_weight_paths_under_name_scopes(keras3: Any, tmp_path: Path) -> None:
+    """Keras >= 3.3 writes a weight's variable path, name scopes first: NASNet
+    builds its blocks in name scopes, and 1039 of its weights were read as
+    "<layer>/<scopes>/<layer>/kernel", belonging to no layer."""
+    x = keras3.Input((4,))
+    with keras3.name_scope("block_1"), keras3.name_scope("inner"):
+        y = keras3.layers.Dense(3, name="scoped")(x)
+    model = keras3.Model(x, keras3.layers.Dense(1, name="head")(y))
+    path = tmp_path / "m.h5"
+    model.save(path)
+    with h5py.File(path) as h5:
+        stored = h5["model_weights/scoped"].attrs["weight_names"]
+        assert stored[0] == "block_1/inner/scoped/kernel"
+    with api.load(path) as read:
+        assert not read.warnings
+        assert [t.name for t in read.tensors][:2] == ["scoped/kernel", "scoped/bias"]

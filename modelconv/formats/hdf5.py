@@ -461,6 +461,11 @@ def canonical_name(layer: str, weight: str, keras1: bool = False) -> str:
         return f"{layer}/{short}"
     if parts[0] != layer and len(parts) >= 3 and _same_layer(parts[1], layer):
         parts = parts[1:]  # Keras >= 3.3 Sequential: the model name leads
+    elif not _same_layer(parts[0], layer) and layer in parts[1:-1]:
+        # Keras >= 3.3 puts name scopes first: NASNet's layers are built in
+        # backend.name_scope("reduction_A_block_stem_1"), ..., so the path is
+        # "reduction_A_block_stem_1/block_1/.../<layer>/depthwise_kernel".
+        parts = parts[parts.index(layer, 1) :]
     if _same_layer(parts[0], layer):
         parts = parts[1:]
     inner = parts[:-1]
