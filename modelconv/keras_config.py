@@ -1172,6 +1172,10 @@ def _tensor_refs(node: Any, layer: str, names: set[str]) -> list[_Ref]:
         return refs
     if not isinstance(node, list):
         raise _fail(layer, "inbound_nodes", node, "a list of inbound tensors")
+    if node and isinstance(node[0], str):
+        # tf.keras 2.x writes a TFOpLambda's node (``x + y`` on Keras tensors,
+        # as in its ConvNeXt) as one bare [layer, node, tensor, kwargs].
+        node = [node]
     refs = []
     for item in node:
         refs.append(_legacy_ref(item, layer))

@@ -684,7 +684,25 @@ def _keras_tensor(
 
 
 # Config rules, in the order they run on every layer entry.
+def tf_op_layers(entry: Entry, run: _Run) -> None:
+    """TFOpLambda and SlicingOpLambda are refused: Keras 3 has no such layers.
+
+    tf.keras 2.x records a TensorFlow op applied to Keras tensors (``x + y``,
+    ``tf.nn.relu(x)``, ``x[:, 0]``) as one of these; Keras 3 records its own
+    ops instead, and nothing maps one to the other by name.
+    """
+    if entry.get("class_name") in ("TFOpLambda", "SlicingOpLambda"):
+        config = entry.get("config") or {}
+        raise UnsupportedError(
+            f"layer {config.get('name')!r} is a {entry['class_name']} (the "
+            f"TensorFlow op {config.get('function')!r} that tf.keras recorded), "
+            "which Keras 3 cannot load; keep it for tf_keras (HDF5 with --for "
+            "keras2), or rebuild the model with Keras layers"
+        )
+
+
 KERAS3_LAYER_RULES: tuple[Callable[[Entry, _Run], None], ...] = (
+    tf_op_layers,
     keras1_merge_layers,
     hard_sigmoid_activation,
     lambda_function_keras3,

@@ -142,3 +142,35 @@ def test_nested_batchnorm_keras_to_keras2_h5_loads_in_tf_keras(
     loaded = tf_keras.models.load_model(out, compile=False)
     got = loaded.predict(k3_nested_batchnorm.x, verbose=0)
     np.testing.assert_allclose(got, k3_nested_batchnorm.want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.keras
+def test_tf_keras_op_layer_reads_and_converts_for_tf_keras(
+    tf_keras: Any, tmp_path: Path
+) -> None:
+    """tf.keras records ``x + y`` on Keras tensors as a TFOpLambda whose
+    inbound node is one bare [layer, node, tensor, {"y": ...}] (its ConvNeXt
+    has 18). Reading such a file failed; Keras 3 has no such layer, so .keras
+    output is refused by name, and tf_keras output loads."""
+    from modelconv import api
+    from modelconv.errors import UnsupportedError
+
+    x = tf_keras.Input((3,))
+    a = tf_keras.layers.Dense(3, name="a")(x)
+    model = tf_keras.Model(x, tf_keras.layers.Dense(2, name="out")(a + x))
+    src = tmp_path / "m.h5"
+    model.save(src)
+    with api.load(src) as read:
+        assert read.architecture is not None
+        layers = read.architecture.layers
+        op = next(la for la in layers if la.class_name == "TFOpLambda")
+        assert op.inbound == ("a", layers[0].name)  # x, and y from its kwargs
+    with pytest.raises(UnsupportedError, match="TFOpLambda"):
+        api.convert(src, tmp_path / "m.keras")
+    out = tmp_path / "out.h5"
+    api.convert(src, out, target_keras="keras2")
+    probe = np.ones((2, 3), "float32")
+    loaded = tf_keras.models.load_model(out, compile=False)
+    np.testing.assert_array_equal(
+        loaded.predict(probe, verbose=0), model.predict(probe, verbose=0)
+    )
