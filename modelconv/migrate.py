@@ -614,7 +614,13 @@ def _layer_module(class_name: str) -> str:
         return "keras"
     if class_name == "Functional":
         return "keras.src.models.functional"
-    return "keras.layers"
+    return _APPLICATION_LAYERS.get(class_name, "keras.layers")
+
+
+# Layers keras.applications defines for itself, not in keras.layers: Keras 3
+# finds them by module (its legacy .h5 configs name none; a .keras archive
+# says "keras.src.applications.convnext", Keras 3.15).
+_APPLICATION_LAYERS = {"LayerScale": "keras.src.applications.convnext"}
 
 
 _LEGACY_MODULE = re.compile(

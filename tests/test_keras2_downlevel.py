@@ -165,6 +165,8 @@ def test_tf_keras_op_layer_reads_and_converts_for_tf_keras(
         layers = read.architecture.layers
         op = next(la for la in layers if la.class_name == "TFOpLambda")
         assert op.inbound == ("a", layers[0].name)  # x, and y from its kwargs
+        assert op.output_shape == [None, 3]
+        assert read.architecture.layer("out").params == 8
     with pytest.raises(UnsupportedError, match="TFOpLambda"):
         api.convert(src, tmp_path / "m.keras")
     out = tmp_path / "out.h5"

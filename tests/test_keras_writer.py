@@ -530,3 +530,32 @@ def test_tf_keras_slash_layer_names_renamed_for_keras3(
     loaded = keras3.saving.load_model(out, compile=False)
     got = loaded.predict(tfk_slash_names.x, verbose=0)
     np.testing.assert_allclose(got, tfk_slash_names.want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.keras
+def test_keras3_layer_scale_h5_to_keras(keras3: Any, tmp_path: Path) -> None:
+    """ConvNeXt's LayerScale lives in keras.applications, not keras.layers,
+    and Keras 3 names its one weight "variable_<n>". Its parameters were
+    unknown, its weights 'not in the architecture', and the .keras written
+    from a Keras 3 .h5 named module keras.layers, which Keras cannot load."""
+    from keras.src.applications.convnext import LayerScale
+
+    from modelconv import api
+
+    x = keras3.Input((4,))
+    y = LayerScale(1e-6, 3, name="scale")(keras3.layers.Dense(3)(x))
+    model = keras3.Model(x, keras3.layers.Dense(1)(y))
+    src, out = tmp_path / "m.h5", tmp_path / "m.keras"
+    model.save(src)
+    with api.load(src) as read:
+        assert not read.warnings
+        assert read.architecture is not None
+        scale = read.architecture.layer("scale")
+        assert scale is not None and scale.params == 3
+        assert "scale/gamma" in [t.name for t in read.tensors]
+    api.convert(src, out)
+    loaded = keras3.saving.load_model(out)
+    probe = np.ones((2, 4), "float32")
+    np.testing.assert_array_equal(
+        loaded.predict(probe, verbose=0), model.predict(probe, verbose=0)
+    )

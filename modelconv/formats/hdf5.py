@@ -226,13 +226,48 @@ def _read_keras_model(h5: h5py.File, options: ReadOptions) -> Model:
     _read_layer_groups(weights, layer_names, collector, _keras1(metadata))
     _read_optimizer(h5, collector)
     return Model(
-        tensors=tuple(_align_bare_names(collector.tensors, architecture)),
+        tensors=tuple(
+            _align_auto_names(
+                _align_bare_names(collector.tensors, architecture), architecture
+            )
+        ),
         architecture=architecture,
         metadata=metadata,
         format=FORMAT,
         flavour="keras-model",
         warnings=tuple(collector.warnings) + tuple(architecture.warnings),
     )
+
+
+# Keras 3 names a weight made without a name "variable", "variable_1", ...,
+# numbered across the whole session (ConvNeXt's LayerScale gamma).
+_AUTO_NAME = re.compile(r"variable(_\d+)?")
+
+
+def _align_auto_names(tensors: list[Tensor], arch: Architecture) -> list[Tensor]:
+    """Name a layer's auto-named Keras 3 weights after the architecture.
+
+    Only when every weight of the layer is auto-named and the architecture
+    lists as many: "layer_scale/variable_7" becomes "layer_scale/gamma".
+    """
+    expected = {layer.name: layer.tensor_names for layer in arch.layers}
+    groups: dict[str, list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        layer = tensor.name.rpartition("/")[0]
+        if tensor.role is Role.WEIGHT and layer in expected:
+            groups.setdefault(layer, []).append(index)
+    out = list(tensors)
+    taken = {t.name for t in tensors}
+    for layer, indexes in groups.items():
+        names = expected[layer]
+        shorts = [tensors[i].name.rpartition("/")[2] for i in indexes]
+        if len(names) != len(indexes) or not all(map(_AUTO_NAME.fullmatch, shorts)):
+            continue
+        if taken & set(names):
+            continue
+        for index, name in zip(indexes, names):
+            out[index] = out[index].replace(name=name)
+    return out
 
 
 def _align_bare_names(tensors: list[Tensor], arch: Architecture) -> list[Tensor]:
