@@ -559,3 +559,75 @@ def test_keras3_layer_scale_h5_to_keras(keras3: Any, tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         loaded.predict(probe, verbose=0), model.predict(probe, verbose=0)
     )
+
+
+def _keras1_th_conv_file(path: Path, kernel: np.ndarray, dense: np.ndarray) -> None:
+    """Keras 1.2.2 Sequential: Convolution2D with dim_ordering "th" (kernel
+    stored (filters, channels, rows, cols)), Flatten, Dense; no backend."""
+    layers = [
+        {
+            "class_name": "Convolution2D",
+            "config": {
+                "name": "convolution2d_1",
+                "batch_input_shape": [None, 2, 4, 4],
+                "nb_filter": 3,
+                "nb_row": 3,
+                "nb_col": 3,
+                "init": "glorot_uniform",
+                "activation": "linear",
+                "border_mode": "valid",
+                "subsample": [1, 1],
+                "dim_ordering": "th",
+                "bias": True,
+            },
+        },
+        {"class_name": "Flatten", "config": {"name": "flatten_1"}},
+        {
+            "class_name": "Dense",
+            "config": {"name": "dense_1", "output_dim": 1, "bias": True},
+        },
+    ]
+    config = {"class_name": "Sequential", "config": layers}
+    with h5py.File(path, "w") as h5:
+        h5.attrs["keras_version"] = np.bytes_(b"1.2.2")
+        h5.attrs["model_config"] = np.bytes_(json.dumps(config).encode())
+        group = h5.create_group("model_weights")
+        group.attrs["layer_names"] = [b"convolution2d_1", b"flatten_1", b"dense_1"]
+        conv = group.create_group("convolution2d_1")
+        conv.attrs["weight_names"] = [b"convolution2d_1_W", b"convolution2d_1_b"]
+        conv["convolution2d_1_W"] = kernel
+        conv["convolution2d_1_b"] = np.zeros(3, "f4")
+        group.create_group("flatten_1").attrs["weight_names"] = np.array([], "f8")
+        out = group.create_group("dense_1")
+        out.attrs["weight_names"] = [b"dense_1_W", b"dense_1_b"]
+        out["dense_1_W"] = dense
+        out["dense_1_b"] = np.zeros(1, "f4")
+
+
+def test_keras1_channels_first_conv_to_keras(keras3: Any, tmp_path: Path) -> None:
+    """The .keras writer transposes a Keras 1 "th" kernel to Keras 3's layout;
+    the read-back check compared the file with the untransposed kernel and
+    refused every such conversion (exit 3, 'reads back as [3, 3, 2, 3]')."""
+    from modelconv import api
+
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(3, 2, 3, 3)).astype("f4")
+    dense = rng.normal(size=(12, 1)).astype("f4")
+    src, out = tmp_path / "k1.h5", tmp_path / "k1.keras"
+    _keras1_th_conv_file(src, kernel, dense)
+    report = api.convert(src, out)
+    assert "channels_first_kernels" in report.migrations
+    x = rng.normal(size=(2, 2, 4, 4)).astype("f4")
+    # Keras 1 on TensorFlow: cross-correlation, channels first, Flatten in
+    # (filters, rows, cols) order.
+    conv = np.stack(
+        [
+            np.einsum("nchw,fchw->nf", x[:, :, r : r + 3, c : c + 3], kernel)
+            for r in range(2)
+            for c in range(2)
+        ],
+        axis=-1,
+    )
+    want = conv.reshape(2, -1) @ dense
+    loaded = keras3.saving.load_model(out)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), want, rtol=1e-5, atol=1e-5)

@@ -79,6 +79,12 @@ def _writer() -> Any:
     return keras_zip_writer
 
 
+def prepare(model: Model, options: WriteOptions) -> Model:
+    # The migrated model is what gets written, so it is what the core checks
+    # the read-back against: a Keras 1 channels_first kernel is transposed.
+    return _writer().prepare(model, options)
+
+
 def write(model: Model, path: Path, options: WriteOptions) -> None:
     _writer().write(model, path, options)
 
