@@ -638,3 +638,16 @@ def test_keras3_weight_paths_under_name_scopes(keras3: Any, tmp_path: Path) -> N
     with api.load(path) as read:
         assert not read.warnings
         assert [t.name for t in read.tensors][:2] == ["scoped/kernel", "scoped/bias"]
+
+
+def test_inspect_keras1_names_are_not_loose(tmp_path: Path, run_cli: Any) -> None:
+    """Keras 1 weights keep their names (dense_1/W) while the architecture
+    says dense_1/kernel: every Keras 1 file was reported as holding weights
+    'not mentioned by the architecture'."""
+    path = tmp_path / "k1.h5"
+    _keras1_file(path)
+    result = run_cli("inspect", path, "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert report["warnings"] == []
+    assert report["total_params"] == 15
