@@ -692,6 +692,10 @@ def _model_level(arch: Architecture) -> dict[str, Any]:
     if isinstance(config, Mapping) and "config" in config and "class_name" in config:
         class_name = config.get("class_name")
         config = config["config"]
+    if class_name == "Model":
+        # Keras 2.0-2.3 called a functional model "Model"; tf.keras 2.4+ and
+        # Keras 3 "Functional". The same class.
+        class_name = "Functional"
     if not isinstance(config, Mapping):
         return {"class_name": class_name, "name": None, "config": {}}
     rest = {
