@@ -512,6 +512,13 @@ def _layer_inner_config(config: Any) -> Mapping[str, Any]:
     return {}
 
 
+_UNUSED_SEPARABLE_KEYS = (
+    "kernel_initializer",
+    "kernel_regularizer",
+    "kernel_constraint",
+)
+
+
 def normalise_config(
     config: Any, *, form: int | None = None, class_name: str | None = None
 ) -> Any:
@@ -534,6 +541,12 @@ def normalise_config(
                 value = {"class_name": _camel(value), "config": {}}
             out[key] = normalise_config(value, form=form)
         out = _named_initializer(out)
+        if class_name in ("SeparableConv1D", "SeparableConv2D"):
+            # tf.keras 2.x writes the kernel_* arguments of its Conv base
+            # class, which a separable convolution never uses (migrate drops
+            # them for Keras 3).
+            for key in _UNUSED_SEPARABLE_KEYS:
+                out.pop(key, None)
         if class_name == "Lambda":
             out = _lambda_keras3_form(out)
         if class_name == "BatchNormalization" and isinstance(out.get("axis"), int):

@@ -343,13 +343,15 @@ def test_tf_keras_depthwise_and_transpose_convs_verify_via_keras(
     """tf_keras writes groups=1 on DepthwiseConv2D, SeparableConv2D and
     Conv2DTranspose and calls the depthwise kernel `depthwise_kernel`; the
     Keras 3 file drops the one and renames the other. Neither is a change
-    (MobileNetV2, EfficientNet, Xception and NASNet all failed verify)."""
+    (MobileNetV2, EfficientNet, Xception and NASNet all failed verify), nor
+    is dropping a SeparableConv's unused kernel_* arguments."""
     layers = tf_keras.layers
     model = tf_keras.Sequential(
         [
             tf_keras.Input((8, 8, 3)),
             layers.DepthwiseConv2D(3),
-            layers.SeparableConv2D(4, 3),
+            # Unused by a separable convolution; NASNet sets it anyway.
+            layers.SeparableConv2D(4, 3, kernel_initializer="he_normal"),
             layers.Conv2DTranspose(2, 3),
         ]
     )
