@@ -413,3 +413,12 @@ def test_keras21_model_class_verifies_via_keras(tmp_path: Path) -> None:
     _keras21_functional_file(path)
     check = verify_path(path, via=["keras"]).formats[0]
     assert check.status is VerifyStatus.PASS, check.problems
+
+
+@pytest.mark.keras
+def test_slash_layer_names_verify_via_keras(tfk_slash_names: Any) -> None:
+    """The Keras 3 migration renames "conv1/conv" to "conv1_conv" on purpose;
+    verify reported each renamed layer and tensor as a change."""
+    check = verify_path(tfk_slash_names.h5, via=["keras"]).formats[0]
+    assert check.status is VerifyStatus.PASS, check.problems
+    assert "slash_free_layer_names" in check.migrations
