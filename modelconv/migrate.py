@@ -443,6 +443,10 @@ _KERAS3_REJECTS: dict[str, frozenset[str]] = {
         {"groups", "kernel_initializer", "kernel_regularizer", "kernel_constraint"}
     ),
     "DepthwiseConv1D": frozenset({"groups"}),
+    # tf_keras records its build shapes in the config; Keras 3 builds on call.
+    "MultiHeadAttention": frozenset(
+        {"query_shape", "key_shape", "value_shape", "softmax_robust_masking"}
+    ),
 }
 _KERAS3_REJECT_DEFAULTS = {
     # Only the default values are dropped; another value changes the maths,
@@ -456,7 +460,38 @@ _KERAS3_REJECT_DEFAULTS = {
     "time_major": False,
     "groups": 1,
     "ragged": False,
+    "softmax_robust_masking": False,
 }
+
+
+def attention_build_config(entry: Entry, run: _Run) -> None:
+    """tf_keras MultiHeadAttention's ``build_config`` in the Keras 3 form.
+
+    tf_keras's .keras archives record ``{"input_shape": <query shape>}``,
+    and Keras 3 calls ``build(query_shape, value_shape)`` from
+    ``{"shapes_dict": {...}}`` (Keras 3.15). The shapes come from the
+    ``query_shape``/``value_shape`` tf_keras keeps in the layer config;
+    without them the build config goes, and Keras 3 builds on the first call.
+    """
+    config = entry.get("config")
+    build = entry.get("build_config")
+    if (
+        entry.get("class_name") != "MultiHeadAttention"
+        or not isinstance(config, dict)
+        or not isinstance(build, dict)
+        or "shapes_dict" in build
+    ):
+        return
+    query = config.get("query_shape") or build.get("input_shape")
+    value = config.get("value_shape")
+    if query is None or value is None:
+        del entry["build_config"]
+    else:
+        shapes = {"query_shape": query, "value_shape": value}
+        if config.get("key_shape") is not None:
+            shapes["key_shape"] = config["key_shape"]
+        entry["build_config"] = {"shapes_dict": shapes}
+    run.note(attention_build_config)
 
 
 def drop_rejected_arguments(entry: Entry, run: _Run) -> None:
@@ -475,6 +510,7 @@ def drop_rejected_arguments(entry: Entry, run: _Run) -> None:
         # tf_keras separable convolutions write the kernel_* arguments of their
         # Conv base class, which they never use; any value is safe to drop.
         unused = key.startswith("kernel_") and "Separable" in entry["class_name"]
+        unused = unused or key in ("query_shape", "key_shape", "value_shape")
         default = _KERAS3_REJECT_DEFAULTS.get(key, value)
         if value != default and not unused and not (key == "fused" and value):
             raise UnsupportedError(
@@ -661,12 +697,26 @@ def node_form_keras3(
                     f"{ref!r} that is not [layer, node, tensor(, kwargs)]"
                 )
             if len(ref) > 3 and isinstance(ref[3], dict):
-                kwargs.update(ref[3])
+                kwargs.update({k: _kwarg_tensor(v, shapes) for k, v in ref[3].items()})
             tensors.append(_keras_tensor(ref[0], ref[1], ref[2], shapes))
         args: list[Any] = [tensors[0] if len(tensors) == 1 else tensors]
         new_nodes.append({"args": args, "kwargs": kwargs})
     entry["inbound_nodes"] = new_nodes
     run.note(node_form_keras3)
+
+
+def _kwarg_tensor(value: Any, shapes: Mapping[str, Any] | None) -> Any:
+    """A Keras 2 call keyword argument; a tensor in it is ``[layer, node,
+    tensor]`` (tf_keras ``MultiHeadAttention(q, value=v)``) and becomes a
+    Keras 3 ``__keras_tensor__``."""
+    if (
+        isinstance(value, list)
+        and len(value) == 3
+        and isinstance(value[0], str)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value[1:])
+    ):
+        return _keras_tensor(value[0], value[1], value[2], shapes)
+    return value
 
 
 def _keras_tensor(
@@ -716,6 +766,7 @@ KERAS3_LAYER_RULES: tuple[Callable[[Entry, _Run], None], ...] = (
     keras1_argument_names,
     batch_shape,
     dtype_policy,
+    attention_build_config,
     drop_rejected_arguments,
     batchnorm_axis,
     object_modules,
@@ -884,8 +935,14 @@ def node_form_keras2(entry: Entry, run: _Run) -> None:
         if not isinstance(node, dict):
             new_nodes.append(node)
             continue
-        args = node.get("args") or []
+        args = list(node.get("args") or [])
         kwargs = {k: v for k, v in (node.get("kwargs") or {}).items() if v is not None}
+        names = _CALL_ARGUMENTS.get(str(entry.get("class_name")), ())
+        if 1 < len(args) <= len(names):
+            # mha(query, value): tf_keras records value= as a keyword.
+            kwargs.update(zip(names[1:], args[1:]))
+            args = args[:1]
+        kwargs = {k: _history(v) or v for k, v in kwargs.items()}
         if len(args) != 1 or _has_keras_tensor(kwargs):
             raise UnsupportedError(
                 f"layer {entry.get('name')!r} is called with "
@@ -906,6 +963,11 @@ def node_form_keras2(entry: Entry, run: _Run) -> None:
         new_nodes.append(refs)
     entry["inbound_nodes"] = new_nodes
     run.note(node_form_keras2)
+
+
+# The names of a call's positional tensor arguments, where Keras 2 can take
+# all but the first as keywords, each a [layer, node, tensor] reference.
+_CALL_ARGUMENTS = {"MultiHeadAttention": ("query", "value", "key")}
 
 
 def _history(tensor: Any) -> list[Any] | None:
@@ -1033,6 +1095,10 @@ _KERAS2_REJECTS: dict[str, Any] = {
     "output_axes": None,
     "synchronized": False,
     "rms_scaling": False,
+    # MultiHeadAttention (Keras 3.15).
+    "use_gate": False,
+    "sliding_window": None,
+    "flash_attention": None,
 }
 
 
@@ -1075,12 +1141,46 @@ def _drop_defaults(config: dict[str, Any], entry: Entry) -> bool:
     return changed
 
 
+def attention_shapes_keras2(entry: Entry, run: _Run) -> None:
+    """``query_shape``, ``value_shape`` and ``key_shape`` on MultiHeadAttention.
+
+    tf_keras's ``MultiHeadAttention.from_config`` pops all three (a KeyError
+    without them) and builds the layer from them; they are the shapes of the
+    first call's tensors, which Keras 3 records on its nodes. An unknown one
+    is null, and tf_keras then builds the layer on its first call.
+    """
+    config = entry.get("config")
+    if (
+        entry.get("class_name") != "MultiHeadAttention"
+        or not isinstance(config, dict)
+        or "query_shape" in config
+    ):
+        return
+    nodes = entry.get("inbound_nodes") or [{}]
+    node = nodes[0] if isinstance(nodes[0], dict) else {}
+    names = _CALL_ARGUMENTS["MultiHeadAttention"]
+    tensors = dict(zip(names, node.get("args") or []))
+    tensors.update((k, v) for k, v in (node.get("kwargs") or {}).items() if k in names)
+    shapes = {name: _recorded_shape(t) for name, t in tensors.items()}
+    config["query_shape"] = shapes.get("query")
+    config["value_shape"] = shapes.get("value")
+    config["key_shape"] = shapes.get("key") or shapes.get("value")
+    run.note(attention_shapes_keras2)
+
+
+def _recorded_shape(tensor: Any) -> Any:
+    if isinstance(tensor, dict) and tensor.get("class_name") == "__keras_tensor__":
+        return (tensor.get("config") or {}).get("shape")
+    return None
+
+
 KERAS2_LAYER_RULES: tuple[Callable[[Entry, _Run], None], ...] = (
     lambda_function_keras2,
     plain_dtype,
     batch_input_shape,
     drop_keras3_arguments,
     strip_keras3_keys,
+    attention_shapes_keras2,
     node_form_keras2,
 )
 

@@ -232,3 +232,14 @@ def slash_named_model(keras: Any) -> Any:
     y = layers.Activation("relu", name="conv1/relu")(y)
     y = layers.GlobalAveragePooling2D(name="pool")(y)
     return keras.Model(x, layers.Dense(2, name="fc/dense")(y))
+
+
+def attention_model(keras: Any) -> Any:
+    """Self-attention over an embedded sequence, called as mha(x, x):
+    Keras 3 records both tensors as positional arguments, tf_keras the
+    second as value=. Works for Keras 3 and tf_keras alike."""
+    layers = keras.layers
+    x = keras.Input((5,))
+    y = layers.Embedding(20, 4)(x)
+    y = layers.MultiHeadAttention(num_heads=2, key_dim=3)(y, y)
+    return keras.Model(x, layers.Dense(1)(layers.GlobalAveragePooling1D()(y)))

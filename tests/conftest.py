@@ -134,3 +134,39 @@ def tfk_slash_names(tf_keras: Any, tmp_path_factory: Any) -> SavedTfKeras:
     return SavedTfKeras(
         folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
     )
+
+
+def _attention_probe() -> Any:
+    import numpy as np
+
+    return np.random.default_rng(3).integers(0, 20, size=(2, 5)).astype("float32")
+
+
+@pytest.fixture(scope="session")
+def k3_attention(keras3: Any, tmp_path_factory: Any) -> SavedKeras3:
+    """Keras 3 MultiHeadAttention model, saved as .h5 and .keras."""
+    from _keras_models import attention_model
+
+    folder = tmp_path_factory.mktemp("k3_attention")
+    model = attention_model(keras3)
+    x = _attention_probe()
+    model.save(folder / "m.h5")
+    model.save(folder / "m.keras")
+    return SavedKeras3(
+        folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
+    )
+
+
+@pytest.fixture(scope="session")
+def tfk_attention(tf_keras: Any, tmp_path_factory: Any) -> SavedTfKeras:
+    """tf_keras MultiHeadAttention model, saved as .h5 and .keras."""
+    from _keras_models import attention_model
+
+    folder = tmp_path_factory.mktemp("tfk_attention")
+    model = attention_model(tf_keras)
+    x = _attention_probe()
+    model.save(folder / "m.h5")
+    model.save(folder / "m.keras")
+    return SavedTfKeras(
+        folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
+    )

@@ -176,3 +176,20 @@ def test_tf_keras_op_layer_reads_and_converts_for_tf_keras(
     np.testing.assert_array_equal(
         loaded.predict(probe, verbose=0), model.predict(probe, verbose=0)
     )
+
+
+@pytest.mark.keras
+def test_multi_head_attention_for_keras2_loads_in_tf_keras(
+    k3_attention: Any, tf_keras: Any, tmp_path: Path
+) -> None:
+    """Keras 3 calls mha(x, x) with two positional tensors; tf_keras writes the
+    second as value=[layer, node, tensor], needs query_shape, key_shape and
+    value_shape in the config, and refuses use_gate and sliding_window."""
+    from modelconv import api
+
+    for src in (k3_attention.h5, k3_attention.keras):
+        out = tmp_path / f"{src.suffix[1:]}.h5"
+        api.convert(src, out, target_keras="keras2")
+        loaded = tf_keras.models.load_model(out, compile=False)
+        got = loaded.predict(k3_attention.x, verbose=0)
+        np.testing.assert_allclose(got, k3_attention.want, rtol=1e-6, atol=1e-6)
