@@ -1058,6 +1058,38 @@ def batch_input_shape(entry: Entry, run: _Run) -> None:
             run.note(batch_input_shape)
 
 
+def elementwise_ops_keras2(entry: Entry, run: _Run) -> None:
+    """Keras 3 ``x + y`` (an ``Add`` op of ``keras.src.ops.numpy``) as tf_keras's
+    ``Add`` layer on ``[x, y]``; likewise Subtract, Multiply, Maximum, Minimum.
+
+    Keras 3 records an operator on two Keras tensors as an op called with two
+    positional tensors (its ConvNeXt has 18 of them), which the Keras 2 node
+    form cannot hold; the merge layer of the same name computes the same.
+    """
+    # Keras 3's legacy .h5 configs name no module, so the op is known by
+    # its call: the Add layer always takes one list of tensors.
+    nodes = entry.get("inbound_nodes") or []
+    if entry.get("class_name") not in _ELEMENTWISE_OPS or not nodes:
+        return
+    for node in nodes:
+        args = node.get("args") if isinstance(node, dict) else None
+        if (
+            not isinstance(args, list)
+            or len(args) != 2
+            or not all(_history(a) for a in args)
+            or node.get("kwargs")
+        ):
+            return  # a constant operand: no merge layer for it
+    for node in nodes:
+        node["args"] = [node["args"]]
+    entry["module"] = "keras.layers"
+    entry.pop("registered_name", None)
+    run.note(elementwise_ops_keras2)
+
+
+_ELEMENTWISE_OPS = frozenset({"Add", "Subtract", "Multiply", "Maximum", "Minimum"})
+
+
 def strip_keras3_keys(entry: Entry, run: _Run) -> None:
     """``module``, ``registered_name``, ``build_config`` removed.
 
@@ -1179,6 +1211,7 @@ KERAS2_LAYER_RULES: tuple[Callable[[Entry, _Run], None], ...] = (
     plain_dtype,
     batch_input_shape,
     drop_keras3_arguments,
+    elementwise_ops_keras2,
     strip_keras3_keys,
     attention_shapes_keras2,
     node_form_keras2,

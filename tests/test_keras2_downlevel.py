@@ -193,3 +193,27 @@ def test_multi_head_attention_for_keras2_loads_in_tf_keras(
         loaded = tf_keras.models.load_model(out, compile=False)
         got = loaded.predict(k3_attention.x, verbose=0)
         np.testing.assert_allclose(got, k3_attention.want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.keras
+def test_keras3_operator_ops_become_merge_layers(
+    keras3: Any, tf_keras: Any, tmp_path: Path
+) -> None:
+    """Keras 3 records ``a + b`` on Keras tensors as an Add op called with two
+    positional tensors (ConvNeXt has 18); down-levelling refused it. tf_keras's
+    Add and Multiply layers on [a, b] compute the same."""
+    from modelconv import api
+
+    x = keras3.Input((3,))
+    a = keras3.layers.Dense(3, name="a")(x)
+    b = keras3.layers.Dense(3, name="b")(x)
+    model = keras3.Model(x, keras3.layers.Dense(1, name="out")((a + b) * a))
+    probe = np.random.default_rng(4).normal(size=(2, 3)).astype("float32")
+    want = model.predict(probe, verbose=0)
+    for suffix in (".h5", ".keras"):
+        src, out = tmp_path / f"m{suffix}", tmp_path / f"{suffix[1:]}-k2.h5"
+        model.save(src)
+        api.convert(src, out, target_keras="keras2")
+        loaded = tf_keras.models.load_model(out, compile=False)
+        got = loaded.predict(probe, verbose=0)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
