@@ -621,7 +621,13 @@ def object_modules(entry: Entry, run: _Run) -> None:
     changed = False
     module = entry.get("module")
     wanted = _layer_module(entry.get("class_name", ""))
-    if module is None or _is_legacy_module(module):
+    if module is None and _is_op_call(entry):
+        # Keras 3's legacy .h5 names no module for ``x + y`` either; its
+        # .keras archives say keras.src.ops.numpy, registered as the class.
+        entry["module"] = "keras.src.ops.numpy"
+        entry["registered_name"] = entry["class_name"]
+        changed = True
+    elif module is None or _is_legacy_module(module):
         entry["module"] = wanted
         changed = True
     if "registered_name" not in entry:
@@ -1066,21 +1072,9 @@ def elementwise_ops_keras2(entry: Entry, run: _Run) -> None:
     positional tensors (its ConvNeXt has 18 of them), which the Keras 2 node
     form cannot hold; the merge layer of the same name computes the same.
     """
-    # Keras 3's legacy .h5 configs name no module, so the op is known by
-    # its call: the Add layer always takes one list of tensors.
-    nodes = entry.get("inbound_nodes") or []
-    if entry.get("class_name") not in _ELEMENTWISE_OPS or not nodes:
-        return
-    for node in nodes:
-        args = node.get("args") if isinstance(node, dict) else None
-        if (
-            not isinstance(args, list)
-            or len(args) != 2
-            or not all(_history(a) for a in args)
-            or node.get("kwargs")
-        ):
-            return  # a constant operand: no merge layer for it
-    for node in nodes:
+    if not _is_op_call(entry):
+        return  # a layer, or an op with a constant operand
+    for node in entry["inbound_nodes"]:
         node["args"] = [node["args"]]
     entry["module"] = "keras.layers"
     entry.pop("registered_name", None)
@@ -1088,6 +1082,25 @@ def elementwise_ops_keras2(entry: Entry, run: _Run) -> None:
 
 
 _ELEMENTWISE_OPS = frozenset({"Add", "Subtract", "Multiply", "Maximum", "Minimum"})
+
+
+def _is_op_call(entry: Mapping[str, Any]) -> bool:
+    """An elementwise Keras 3 op on two tensors, known by its call: Keras 3's
+    legacy .h5 configs name no module, and an Add layer always takes one list
+    of tensors where the op takes two positional ones."""
+    nodes = entry.get("inbound_nodes")
+    if entry.get("class_name") not in _ELEMENTWISE_OPS or not nodes:
+        return False
+    for node in nodes:
+        args = node.get("args") if isinstance(node, dict) else None
+        if (
+            not isinstance(args, list)
+            or len(args) != 2
+            or not all(_history(a) for a in args)
+            or (node.get("kwargs") if isinstance(node, dict) else True)
+        ):
+            return False
+    return True
 
 
 def strip_keras3_keys(entry: Entry, run: _Run) -> None:

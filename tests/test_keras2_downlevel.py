@@ -217,3 +217,8 @@ def test_keras3_operator_ops_become_merge_layers(
         loaded = tf_keras.models.load_model(out, compile=False)
         got = loaded.predict(probe, verbose=0)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    # Keras 3's .h5 names no module for the op; the .keras written from it
+    # said keras.layers, and Keras 3 called the Add layer with two tensors.
+    api.convert(tmp_path / "m.h5", tmp_path / "back.keras")
+    back = keras3.saving.load_model(tmp_path / "back.keras")
+    np.testing.assert_array_equal(back.predict(probe, verbose=0), want)
