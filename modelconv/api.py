@@ -388,15 +388,21 @@ def _compare_read_back(
 ) -> None:
     exp, got = expected.tensors, written.tensors
     got_by_name = {t.name: t for t in got}
-    if {t.name for t in exp} == set(got_by_name):
-        pairs = [(t, got_by_name[t.name]) for t in exp]
-    elif len(exp) == len(got):
-        pairs = list(zip(exp, got))
-    else:
+    # Pair by name where the names survive; the rest (optimizer slots a
+    # .keras archive names by index) in order. A writer may reorder named
+    # tensors (a .keras archive lists a nested model's weights layer by
+    # layer, legacy HDF5 trainable ones first), so a single renamed tensor
+    # must not send every tensor to positional pairing.
+    named = [t for t in exp if t.name in got_by_name]
+    kept = {t.name for t in named}
+    rest_exp = [t for t in exp if t.name not in kept]
+    rest_got = [t for t in got if t.name not in kept]
+    if len(rest_exp) != len(rest_got):
         raise ReadBackMismatchError(
             f"{fmt} output reads back with {len(got)} tensors where "
             f"{len(exp)} were written; the output was not kept. Please report this"
         )
+    pairs = [(t, got_by_name[t.name]) for t in named] + list(zip(rest_exp, rest_got))
     for want, have in pairs:
         if (want.dtype, want.shape) != (have.dtype, have.shape):
             raise ReadBackMismatchError(

@@ -435,6 +435,9 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "return_state": False,
     "zero_output_for_mask": False,  # Keras 3 writes it; tf.keras only when set
     "rms_scaling": False,  # Keras 3 LayerNormalization
+    # tf.keras 2.x writes groups=1 on DepthwiseConv, SeparableConv and
+    # ConvTranspose layers too; Keras 3 refuses it there (migrate drops it).
+    "groups": 1,
     # Keras 1 configs omit the initialisers they did not change.
     "kernel_initializer": {"class_name": "GlorotUniform", "config": {}},
     "bias_initializer": {"class_name": "Zeros", "config": {}},
@@ -445,9 +448,9 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
 }
 _CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
     "Dense": {"activation": "linear", "use_bias": True},
-    "Conv1D": {"activation": "linear", "use_bias": True, "groups": 1},
-    "Conv2D": {"activation": "linear", "use_bias": True, "groups": 1},
-    "Conv3D": {"activation": "linear", "use_bias": True, "groups": 1},
+    "Conv1D": {"activation": "linear", "use_bias": True},
+    "Conv2D": {"activation": "linear", "use_bias": True},
+    "Conv3D": {"activation": "linear", "use_bias": True},
     "BatchNormalization": {
         "momentum": 0.99,
         "epsilon": 0.001,
@@ -522,6 +525,13 @@ def _layer_inner_config(config: Any) -> Mapping[str, Any]:
     return {}
 
 
+_UNUSED_SEPARABLE_KEYS = (
+    "kernel_initializer",
+    "kernel_regularizer",
+    "kernel_constraint",
+)
+
+
 def normalise_config(
     config: Any, *, form: int | None = None, class_name: str | None = None
 ) -> Any:
@@ -544,6 +554,12 @@ def normalise_config(
                 value = {"class_name": _camel(value), "config": {}}
             out[key] = normalise_config(value, form=form)
         out = _named_initializer(out)
+        if class_name in ("SeparableConv1D", "SeparableConv2D"):
+            # tf.keras 2.x writes the kernel_* arguments of its Conv base
+            # class, which a separable convolution never uses (migrate drops
+            # them for Keras 3).
+            for key in _UNUSED_SEPARABLE_KEYS:
+                out.pop(key, None)
         if class_name == "Lambda":
             out = _lambda_keras3_form(out)
         if class_name == "Bidirectional":
@@ -738,6 +754,10 @@ def _model_level(arch: Architecture) -> dict[str, Any]:
     if isinstance(config, Mapping) and "config" in config and "class_name" in config:
         class_name = config.get("class_name")
         config = config["config"]
+    if class_name == "Model":
+        # Keras 2.0-2.3 called a functional model "Model"; tf.keras 2.4+ and
+        # Keras 3 "Functional". The same class.
+        class_name = "Functional"
     if not isinstance(config, Mapping):
         return {"class_name": class_name, "name": None, "config": {}}
     rest = {

@@ -201,11 +201,18 @@ def _warnings(model: Model) -> tuple[str, ...]:
     if arch is not None:
         found.extend(arch.warnings)
         mentioned = {name for layer in arch.layers for name in layer.tensor_names}
+        if arch.form == 1:
+            # Keras 1 files keep their own names (dense_1_W -> dense_1/W, an
+            # LSTM's W_i, U_i, ...), never the architecture's Keras 2+ ones:
+            # a weight is mentioned when its layer is.
+            mentioned = {name.rpartition("/")[0] for name in mentioned}
         if mentioned:
             loose = [
                 t.name
                 for t in model.tensors
-                if t.role is Role.WEIGHT and t.name not in mentioned
+                if t.role is Role.WEIGHT
+                and (t.name.rpartition("/")[0] if arch.form == 1 else t.name)
+                not in mentioned
             ]
             if loose:
                 shown = ", ".join(loose[:5]) + (" ..." if len(loose) > 5 else "")

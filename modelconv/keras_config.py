@@ -796,10 +796,20 @@ _WEIGHTLESS |= _POOLING | _GLOBAL_POOLING
 # Layers with weights whose output has their input's shape.
 _SAME_SHAPE_WEIGHTED = {
     "BatchNormalization", "LayerNormalization", "GroupNormalization", "PReLU",
-    "Normalization",
+    "Normalization", "LayerScale",
 }  # fmt: skip
 
 _ELEMENTWISE = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+# Elementwise TensorFlow ops tf.keras 2.x records as TFOpLambda layers
+# (``x + y``, ``x * 0.5``, ``tf.nn.relu(x)``): the output is the inputs'
+# broadcast shape (a Python scalar operand is no input).
+_ELEMENTWISE_TF_OPS = {
+    "__operators__.add", "math.add", "math.subtract", "math.multiply",
+    "math.truediv", "math.divide", "math.maximum", "math.minimum",
+    "math.negative", "math.sigmoid", "math.tanh", "math.exp", "math.sqrt",
+    "math.square", "math.abs", "nn.relu", "nn.relu6", "nn.silu", "nn.swish",
+    "nn.gelu", "nn.elu", "nn.sigmoid",
+}  # fmt: skip
 
 
 def _broadcast(shapes: Shapes) -> Shape | None:
@@ -963,7 +973,9 @@ def _weightless_shape(
         if n is None:
             raise _fail(name, "n", None, "an integer")
         return [[x[0], n, *x[1:]]] if x is not None and len(x) == 2 else None
-    if cls in _ELEMENTWISE:
+    if cls in _ELEMENTWISE or (
+        cls == "TFOpLambda" and cfg.get("function") in _ELEMENTWISE_TF_OPS
+    ):
         out = _broadcast(inputs)
         return [out] if out is not None else None
     if cls == "Concatenate":
@@ -1175,6 +1187,10 @@ def _tensor_refs(node: Any, layer: str, names: set[str]) -> list[_Ref]:
         return refs
     if not isinstance(node, list):
         raise _fail(layer, "inbound_nodes", node, "a list of inbound tensors")
+    if node and isinstance(node[0], str):
+        # tf.keras 2.x writes a TFOpLambda's node (``x + y`` on Keras tensors,
+        # as in its ConvNeXt) as one bare [layer, node, tensor, kwargs].
+        node = [node]
     refs = []
     for item in node:
         refs.append(_legacy_ref(item, layer))
@@ -1625,6 +1641,11 @@ def _class_weights(
         return _rnn(cls, cfg, name, inputs, ctx)[0], True
     if cls == "PReLU":
         return _prelu(cfg, name, inputs), True
+    if cls == "LayerScale":
+        # keras.applications ConvNeXt's own layer (Keras 3, tf.keras >= 2.10):
+        # x * gamma, one trainable weight of projection_dim.
+        dim = _int(cfg.get("projection_dim"), name, "projection_dim", 1)
+        return [_w("gamma", dim)], True
     if cls == "MultiHeadAttention":
         return _attention(cfg, name, inputs)[0], True
     if cls in ("Attention", "AdditiveAttention"):

@@ -443,6 +443,10 @@ _KERAS3_REJECTS: dict[str, frozenset[str]] = {
         {"groups", "kernel_initializer", "kernel_regularizer", "kernel_constraint"}
     ),
     "DepthwiseConv1D": frozenset({"groups"}),
+    # tf_keras records its build shapes in the config; Keras 3 builds on call.
+    "MultiHeadAttention": frozenset(
+        {"query_shape", "key_shape", "value_shape", "softmax_robust_masking"}
+    ),
 }
 _KERAS3_REJECT_DEFAULTS = {
     # Only the default values are dropped; another value changes the maths,
@@ -456,7 +460,38 @@ _KERAS3_REJECT_DEFAULTS = {
     "time_major": False,
     "groups": 1,
     "ragged": False,
+    "softmax_robust_masking": False,
 }
+
+
+def attention_build_config(entry: Entry, run: _Run) -> None:
+    """tf_keras MultiHeadAttention's ``build_config`` in the Keras 3 form.
+
+    tf_keras's .keras archives record ``{"input_shape": <query shape>}``,
+    and Keras 3 calls ``build(query_shape, value_shape)`` from
+    ``{"shapes_dict": {...}}`` (Keras 3.15). The shapes come from the
+    ``query_shape``/``value_shape`` tf_keras keeps in the layer config;
+    without them the build config goes, and Keras 3 builds on the first call.
+    """
+    config = entry.get("config")
+    build = entry.get("build_config")
+    if (
+        entry.get("class_name") != "MultiHeadAttention"
+        or not isinstance(config, dict)
+        or not isinstance(build, dict)
+        or "shapes_dict" in build
+    ):
+        return
+    query = config.get("query_shape") or build.get("input_shape")
+    value = config.get("value_shape")
+    if query is None or value is None:
+        del entry["build_config"]
+    else:
+        shapes = {"query_shape": query, "value_shape": value}
+        if config.get("key_shape") is not None:
+            shapes["key_shape"] = config["key_shape"]
+        entry["build_config"] = {"shapes_dict": shapes}
+    run.note(attention_build_config)
 
 
 def drop_rejected_arguments(entry: Entry, run: _Run) -> None:
@@ -475,6 +510,7 @@ def drop_rejected_arguments(entry: Entry, run: _Run) -> None:
         # tf_keras separable convolutions write the kernel_* arguments of their
         # Conv base class, which they never use; any value is safe to drop.
         unused = key.startswith("kernel_") and "Separable" in entry["class_name"]
+        unused = unused or key in ("query_shape", "key_shape", "value_shape")
         default = _KERAS3_REJECT_DEFAULTS.get(key, value)
         if value != default and not unused and not (key == "fused" and value):
             raise UnsupportedError(
@@ -585,7 +621,13 @@ def object_modules(entry: Entry, run: _Run) -> None:
     changed = False
     module = entry.get("module")
     wanted = _layer_module(entry.get("class_name", ""))
-    if module is None or _is_legacy_module(module):
+    if module is None and _is_op_call(entry):
+        # Keras 3's legacy .h5 names no module for ``x + y`` either; its
+        # .keras archives say keras.src.ops.numpy, registered as the class.
+        entry["module"] = "keras.src.ops.numpy"
+        entry["registered_name"] = entry["class_name"]
+        changed = True
+    elif module is None or _is_legacy_module(module):
         entry["module"] = wanted
         changed = True
     if "registered_name" not in entry:
@@ -614,7 +656,13 @@ def _layer_module(class_name: str) -> str:
         return "keras"
     if class_name == "Functional":
         return "keras.src.models.functional"
-    return "keras.layers"
+    return _APPLICATION_LAYERS.get(class_name, "keras.layers")
+
+
+# Layers keras.applications defines for itself, not in keras.layers: Keras 3
+# finds them by module (its legacy .h5 configs name none; a .keras archive
+# says "keras.src.applications.convnext", Keras 3.15).
+_APPLICATION_LAYERS = {"LayerScale": "keras.src.applications.convnext"}
 
 
 _LEGACY_MODULE = re.compile(
@@ -655,12 +703,26 @@ def node_form_keras3(
                     f"{ref!r} that is not [layer, node, tensor(, kwargs)]"
                 )
             if len(ref) > 3 and isinstance(ref[3], dict):
-                kwargs.update(ref[3])
+                kwargs.update({k: _kwarg_tensor(v, shapes) for k, v in ref[3].items()})
             tensors.append(_keras_tensor(ref[0], ref[1], ref[2], shapes))
         args: list[Any] = [tensors[0] if len(tensors) == 1 else tensors]
         new_nodes.append({"args": args, "kwargs": kwargs})
     entry["inbound_nodes"] = new_nodes
     run.note(node_form_keras3)
+
+
+def _kwarg_tensor(value: Any, shapes: Mapping[str, Any] | None) -> Any:
+    """A Keras 2 call keyword argument; a tensor in it is ``[layer, node,
+    tensor]`` (tf_keras ``MultiHeadAttention(q, value=v)``) and becomes a
+    Keras 3 ``__keras_tensor__``."""
+    if (
+        isinstance(value, list)
+        and len(value) == 3
+        and isinstance(value[0], str)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value[1:])
+    ):
+        return _keras_tensor(value[0], value[1], value[2], shapes)
+    return value
 
 
 def _keras_tensor(
@@ -684,7 +746,25 @@ def _keras_tensor(
 
 
 # Config rules, in the order they run on every layer entry.
+def tf_op_layers(entry: Entry, run: _Run) -> None:
+    """TFOpLambda and SlicingOpLambda are refused: Keras 3 has no such layers.
+
+    tf.keras 2.x records a TensorFlow op applied to Keras tensors (``x + y``,
+    ``tf.nn.relu(x)``, ``x[:, 0]``) as one of these; Keras 3 records its own
+    ops instead, and nothing maps one to the other by name.
+    """
+    if entry.get("class_name") in ("TFOpLambda", "SlicingOpLambda"):
+        config = entry.get("config") or {}
+        raise UnsupportedError(
+            f"layer {config.get('name')!r} is a {entry['class_name']} (the "
+            f"TensorFlow op {config.get('function')!r} that tf.keras recorded), "
+            "which Keras 3 cannot load; keep it for tf_keras (HDF5 with --for "
+            "keras2), or rebuild the model with Keras layers"
+        )
+
+
 KERAS3_LAYER_RULES: tuple[Callable[[Entry, _Run], None], ...] = (
+    tf_op_layers,
     keras1_merge_layers,
     hard_sigmoid_activation,
     lambda_function_keras3,
@@ -692,6 +772,7 @@ KERAS3_LAYER_RULES: tuple[Callable[[Entry, _Run], None], ...] = (
     keras1_argument_names,
     batch_shape,
     dtype_policy,
+    attention_build_config,
     drop_rejected_arguments,
     batchnorm_axis,
     object_modules,
@@ -860,8 +941,14 @@ def node_form_keras2(entry: Entry, run: _Run) -> None:
         if not isinstance(node, dict):
             new_nodes.append(node)
             continue
-        args = node.get("args") or []
+        args = list(node.get("args") or [])
         kwargs = {k: v for k, v in (node.get("kwargs") or {}).items() if v is not None}
+        names = _CALL_ARGUMENTS.get(str(entry.get("class_name")), ())
+        if 1 < len(args) <= len(names):
+            # mha(query, value): tf_keras records value= as a keyword.
+            kwargs.update(zip(names[1:], args[1:]))
+            args = args[:1]
+        kwargs = {k: _history(v) or v for k, v in kwargs.items()}
         if len(args) != 1 or _has_keras_tensor(kwargs):
             raise UnsupportedError(
                 f"layer {entry.get('name')!r} is called with "
@@ -882,6 +969,11 @@ def node_form_keras2(entry: Entry, run: _Run) -> None:
         new_nodes.append(refs)
     entry["inbound_nodes"] = new_nodes
     run.note(node_form_keras2)
+
+
+# The names of a call's positional tensor arguments, where Keras 2 can take
+# all but the first as keywords, each a [layer, node, tensor] reference.
+_CALL_ARGUMENTS = {"MultiHeadAttention": ("query", "value", "key")}
 
 
 def _history(tensor: Any) -> list[Any] | None:
@@ -972,6 +1064,45 @@ def batch_input_shape(entry: Entry, run: _Run) -> None:
             run.note(batch_input_shape)
 
 
+def elementwise_ops_keras2(entry: Entry, run: _Run) -> None:
+    """Keras 3 ``x + y`` (an ``Add`` op of ``keras.src.ops.numpy``) as tf_keras's
+    ``Add`` layer on ``[x, y]``; likewise Subtract, Multiply, Maximum, Minimum.
+
+    Keras 3 records an operator on two Keras tensors as an op called with two
+    positional tensors (its ConvNeXt has 18 of them), which the Keras 2 node
+    form cannot hold; the merge layer of the same name computes the same.
+    """
+    if not _is_op_call(entry):
+        return  # a layer, or an op with a constant operand
+    for node in entry["inbound_nodes"]:
+        node["args"] = [node["args"]]
+    entry["module"] = "keras.layers"
+    entry.pop("registered_name", None)
+    run.note(elementwise_ops_keras2)
+
+
+_ELEMENTWISE_OPS = frozenset({"Add", "Subtract", "Multiply", "Maximum", "Minimum"})
+
+
+def _is_op_call(entry: Mapping[str, Any]) -> bool:
+    """An elementwise Keras 3 op on two tensors, known by its call: Keras 3's
+    legacy .h5 configs name no module, and an Add layer always takes one list
+    of tensors where the op takes two positional ones."""
+    nodes = entry.get("inbound_nodes")
+    if entry.get("class_name") not in _ELEMENTWISE_OPS or not nodes:
+        return False
+    for node in nodes:
+        args = node.get("args") if isinstance(node, dict) else None
+        if (
+            not isinstance(args, list)
+            or len(args) != 2
+            or not all(_history(a) for a in args)
+            or (node.get("kwargs") if isinstance(node, dict) else True)
+        ):
+            return False
+    return True
+
+
 def strip_keras3_keys(entry: Entry, run: _Run) -> None:
     """``module``, ``registered_name``, ``build_config`` removed.
 
@@ -1009,6 +1140,10 @@ _KERAS2_REJECTS: dict[str, Any] = {
     "output_axes": None,
     "synchronized": False,
     "rms_scaling": False,
+    # MultiHeadAttention (Keras 3.15).
+    "use_gate": False,
+    "sliding_window": None,
+    "flash_attention": None,
 }
 
 
@@ -1051,12 +1186,47 @@ def _drop_defaults(config: dict[str, Any], entry: Entry) -> bool:
     return changed
 
 
+def attention_shapes_keras2(entry: Entry, run: _Run) -> None:
+    """``query_shape``, ``value_shape`` and ``key_shape`` on MultiHeadAttention.
+
+    tf_keras's ``MultiHeadAttention.from_config`` pops all three (a KeyError
+    without them) and builds the layer from them; they are the shapes of the
+    first call's tensors, which Keras 3 records on its nodes. An unknown one
+    is null, and tf_keras then builds the layer on its first call.
+    """
+    config = entry.get("config")
+    if (
+        entry.get("class_name") != "MultiHeadAttention"
+        or not isinstance(config, dict)
+        or "query_shape" in config
+    ):
+        return
+    nodes = entry.get("inbound_nodes") or [{}]
+    node = nodes[0] if isinstance(nodes[0], dict) else {}
+    names = _CALL_ARGUMENTS["MultiHeadAttention"]
+    tensors = dict(zip(names, node.get("args") or []))
+    tensors.update((k, v) for k, v in (node.get("kwargs") or {}).items() if k in names)
+    shapes = {name: _recorded_shape(t) for name, t in tensors.items()}
+    config["query_shape"] = shapes.get("query")
+    config["value_shape"] = shapes.get("value")
+    config["key_shape"] = shapes.get("key") or shapes.get("value")
+    run.note(attention_shapes_keras2)
+
+
+def _recorded_shape(tensor: Any) -> Any:
+    if isinstance(tensor, dict) and tensor.get("class_name") == "__keras_tensor__":
+        return (tensor.get("config") or {}).get("shape")
+    return None
+
+
 KERAS2_LAYER_RULES: tuple[Callable[[Entry, _Run], None], ...] = (
     lambda_function_keras2,
     plain_dtype,
     batch_input_shape,
     drop_keras3_arguments,
+    elementwise_ops_keras2,
     strip_keras3_keys,
+    attention_shapes_keras2,
     node_form_keras2,
 )
 
@@ -1314,12 +1484,82 @@ def migrate_keras3(model: Model) -> Model:
     arch = model.architecture
     if arch is None or arch.framework != "keras":
         return model
+    model = slash_free_layer_names(model)
+    arch = model.architecture
+    assert arch is not None
     original = _original_layer_configs(arch.config)
     new_config, applied = to_keras3(arch.config, _shapes(arch))
     run = _Run(list(applied), form=arch.form or 2)
     backend = model.metadata.get("backend")
     tensors = _migrate_tensors(model, new_config, original, run, backend)
     return _with_config(model, new_config, tensors, run.applied)
+
+
+def slash_free_layer_names(model: Model) -> Model:
+    """Layer names with "/" renamed with "_" (``conv1/conv`` -> ``conv1_conv``).
+
+    tf.keras 2.x DenseNet names its layers ``conv1/conv``; Keras 3 refuses a
+    "/" in a layer name, and its own DenseNet says ``conv1_conv``. The names
+    change in the layer entries, in every node reference to them and in the
+    tensors' canonical names.
+    """
+    arch = model.architecture
+    assert arch is not None
+    renames: dict[str, str] = {}
+    for layer in iter_layers(arch.config):
+        name = layer.config.get("name")
+        if isinstance(name, str) and "/" in name:
+            renames[name] = name.replace("/", "_")
+    if not renames:
+        return model
+    taken = {layer.config.get("name") for layer in iter_layers(arch.config)}
+    clash = sorted(new for new in renames.values() if new in taken)
+    if clash:
+        raise UnsupportedError(
+            f"layer names {clash[:3]} are taken, so the layers Keras 3 needs "
+            "renamed (it refuses '/' in a layer name) have no free name; rename "
+            "the layers in the source model"
+        )
+    config = _renamed_refs(copy.deepcopy(dict(arch.config)), renames)
+    tensors = tuple(
+        t.replace(name=_renamed_tensor(t.name, renames)) for t in model.tensors
+    )
+    return _with_config(model, config, tensors, ["slash_free_layer_names"])
+
+
+def _renamed_refs(value: Any, renames: Mapping[str, str]) -> Any:
+    """``value`` with layer names in ``name`` keys and node references renamed.
+
+    Node references are ``[name, node, tensor, ...]`` lists (Keras 2 nodes,
+    Keras 3 ``keras_history``, ``input_layers``); an entry names itself in
+    ``name`` and ``config.name``.
+    """
+    if isinstance(value, dict):
+        out = {k: _renamed_refs(v, renames) for k, v in value.items()}
+        if isinstance(out.get("name"), str):
+            out["name"] = renames.get(out["name"], out["name"])
+        return out
+    if isinstance(value, list):
+        out_list = [_renamed_refs(v, renames) for v in value]
+        if (
+            len(out_list) >= 3
+            and isinstance(out_list[0], str)
+            and isinstance(out_list[1], int)
+        ):
+            out_list[0] = renames.get(out_list[0], out_list[0])
+        return out_list
+    return value
+
+
+def _renamed_tensor(name: str, renames: Mapping[str, str]) -> str:
+    parts = name.split("/")
+    for old in sorted(renames, key=len, reverse=True):
+        width = old.count("/") + 1
+        for i in range(len(parts) - width):
+            if "/".join(parts[i : i + width]) == old:
+                parts[i : i + width] = [renames[old]]
+                break
+    return "/".join(parts)
 
 
 def _migrate_tensors(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .callable_module import make_callable
-from .diff import SCHEMA, Diff, diff_models, json_value
+from .diff import SCHEMA, ArchChange, ChangeKind, Diff, diff_models, json_value
 from .errors import (
     InternalError,
     LossyConversionError,
@@ -247,7 +247,8 @@ def check_format(
         report = api.save(model, output, format=info.name, allow_lossy=bool(losses))
         with api.load(output, format=info.name) as back:
             result = diff_models(model, back, optimizer=True)
-            names_ok = _names(model) == _names(back)
+            slashes = "slash_free_layer_names" in report.migrations
+            names_ok = _names(model, slashes) == _names(back, slashes)
     except ModelconvError as exc:
         if not named and not isinstance(exc, InternalError):
             # The writer refused this model (a construct it has no place
@@ -278,19 +279,25 @@ def _judge(
     migrations: Sequence[str],
 ) -> FormatCheck:
     matched = [t for t in result.tensors if t.name_a and t.name_b]
+    slashes = "slash_free_layer_names" in migrations
     complete = len(matched) == len(result.tensors)
-    architecture = not any(change.counts for change in result.architecture)
+    changes = [
+        change
+        for change in result.architecture
+        if change.counts and not (slashes and _slash_rename(change))
+    ]
+    architecture = not changes
     dtypes_ok = complete and all(t.dtype_a == t.dtype_b for t in matched)
     shapes_ok = complete and all(t.shape_a == t.shape_b for t in matched)
     bytes_ok = complete and all(t.status.value == "same" for t in matched)
 
-    problems = [
-        f"{change.kind.value} {change.path or '/'}"
-        for change in result.architecture
-        if change.counts
-    ]
+    problems = [f"{change.kind.value} {change.path or '/'}" for change in changes]
     problems += [f"{t.name}: {t.status.value}" for t in result.tensors if t.counts]
-    renamed = [t for t in matched if t.name_a != t.name_b]
+    renamed = [
+        t
+        for t in matched
+        if _canonical(t.name_a or "", slashes) != _canonical(t.name_b or "", slashes)
+    ]
     problems += [
         f"{t.name_a} reads back as {t.name_b}"
         for t in renamed
@@ -327,7 +334,7 @@ def _judge(
     )
 
 
-def _names(model: Model) -> list[str]:
+def _names(model: Model, slashes: bool = False) -> list[str]:
     """Tensor names in order, optimizer state by position only.
 
     Optimizer variables have no canonical names: a legacy .h5 calls them
@@ -336,9 +343,38 @@ def _names(model: Model) -> list[str]:
     their names are format-specific.
     """
     return [
-        f"optimizer#{index}" if t.role is Role.OPTIMIZER else t.name
+        f"optimizer#{index}"
+        if t.role is Role.OPTIMIZER
+        else _canonical(t.name, slashes)
         for index, t in enumerate(model.tensors)
     ]
+
+
+def _slash_rename(change: ArchChange) -> bool:
+    """A layer renamed only by the Keras 3 migration ("conv1/conv" -> "conv1_conv")."""
+    return (
+        change.kind is ChangeKind.RENAMED
+        and isinstance(change.a, str)
+        and change.a.replace("/", "_") == change.b
+    )
+
+
+def _canonical(name: str, slashes: bool = False) -> str:
+    """A weight name with the one short name the Keras lines disagree on.
+
+    Keras 1 and 2 call a DepthwiseConv kernel ``depthwise_kernel``, Keras 3
+    ``kernel`` (keras_config): a tf_keras model read back from the Keras 3
+    file written for it has the same tensor under the other name.
+    SeparableConv keeps ``depthwise_kernel`` in every line and has no
+    ``kernel``, so the two never meet.
+    """
+    if name.endswith("/depthwise_kernel"):
+        name = name.removesuffix("depthwise_kernel") + "kernel"
+    if slashes:
+        # The Keras 3 migration renamed layers with "/" in their names
+        # (tf.keras DenseNet's conv1/conv -> conv1_conv).
+        name = name.replace("/", "_")
+    return name
 
 
 # --------------------------------------------------------------------------

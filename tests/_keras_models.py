@@ -195,3 +195,51 @@ def assert_predictions(got: list[np.ndarray], want: list[np.ndarray], exact: boo
 
 def _is_keras3(model: Model) -> bool:
     return str(model.producer.get("version") or "").startswith("3")
+
+
+def nested_batchnorm_model(keras: Any) -> Any:
+    """A functional model around a Sequential holding BatchNormalization,
+    trained one step with Adam: the nested model's non-trainable weights
+    (moving mean and variance) sit between its trainable ones, so a legacy
+    HDF5 file (trainable first) and a .keras archive (sublayer by sublayer)
+    list them in different orders. Works for Keras 3 and tf_keras alike."""
+    layers = keras.layers
+    inner = keras.Sequential(
+        [
+            keras.Input((4,)),
+            layers.Dense(5, activation="relu"),
+            layers.BatchNormalization(),
+            layers.Dense(3),
+        ],
+        name="inner",
+    )
+    x = keras.Input((4,))
+    model = keras.Model(x, layers.Dense(2)(inner(x)))
+    model.compile(optimizer="adam", loss="mse")
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(8, 4)).astype("float32")
+    model.fit(data, np.zeros((8, 2), "float32"), epochs=1, verbose=0)
+    return model
+
+
+def slash_named_model(keras: Any) -> Any:
+    """tf_keras layers named like DenseNet's (``conv1/conv``, ``conv1/bn``):
+    tf.keras allows "/" in a layer name, Keras 3 refuses it."""
+    layers = keras.layers
+    x = keras.Input((6, 6, 2))
+    y = layers.Conv2D(3, 3, name="conv1/conv")(x)
+    y = layers.BatchNormalization(name="conv1/bn")(y)
+    y = layers.Activation("relu", name="conv1/relu")(y)
+    y = layers.GlobalAveragePooling2D(name="pool")(y)
+    return keras.Model(x, layers.Dense(2, name="fc/dense")(y))
+
+
+def attention_model(keras: Any) -> Any:
+    """Self-attention over an embedded sequence, called as mha(x, x):
+    Keras 3 records both tensors as positional arguments, tf_keras the
+    second as value=. Works for Keras 3 and tf_keras alike."""
+    layers = keras.layers
+    x = keras.Input((5,))
+    y = layers.Embedding(20, 4)(x)
+    y = layers.MultiHeadAttention(num_heads=2, key_dim=3)(y, y)
+    return keras.Model(x, layers.Dense(1)(layers.GlobalAveragePooling1D()(y)))

@@ -82,3 +82,91 @@ def keras3() -> Any:
 def tf_keras() -> Any:
     """tf_keras (Keras 2), imported once per session."""
     return pytest.importorskip("tf_keras")
+
+
+@dataclass(frozen=True)
+class SavedKeras3:
+    """One Keras 3 model saved as legacy .h5 and .keras, with a probe input."""
+
+    h5: Path
+    keras: Path
+    x: Any
+    want: Any
+
+
+@pytest.fixture(scope="session")
+def k3_nested_batchnorm(keras3: Any, tmp_path_factory: Any) -> SavedKeras3:
+    """Keras 3 nested Sequential with BatchNormalization, trained one step."""
+    import numpy as np
+    from _keras_models import nested_batchnorm_model
+
+    folder = tmp_path_factory.mktemp("k3_nested_batchnorm")
+    model = nested_batchnorm_model(keras3)
+    x = np.random.default_rng(1).normal(size=(3, 4)).astype("float32")
+    model.save(folder / "m.h5")
+    model.save(folder / "m.keras")
+    return SavedKeras3(
+        folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
+    )
+
+
+@dataclass(frozen=True)
+class SavedTfKeras:
+    """One tf_keras model saved as legacy .h5 and .keras, with a probe input."""
+
+    h5: Path
+    keras: Path
+    x: Any
+    want: Any
+
+
+@pytest.fixture(scope="session")
+def tfk_slash_names(tf_keras: Any, tmp_path_factory: Any) -> SavedTfKeras:
+    """tf_keras functional model with "/" in its layer names (as DenseNet)."""
+    import numpy as np
+    from _keras_models import slash_named_model
+
+    folder = tmp_path_factory.mktemp("tfk_slash_names")
+    model = slash_named_model(tf_keras)
+    x = np.random.default_rng(2).normal(size=(2, 6, 6, 2)).astype("float32")
+    model.save(folder / "m.h5")
+    model.save(folder / "m.keras")
+    return SavedTfKeras(
+        folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
+    )
+
+
+def _attention_probe() -> Any:
+    import numpy as np
+
+    return np.random.default_rng(3).integers(0, 20, size=(2, 5)).astype("float32")
+
+
+@pytest.fixture(scope="session")
+def k3_attention(keras3: Any, tmp_path_factory: Any) -> SavedKeras3:
+    """Keras 3 MultiHeadAttention model, saved as .h5 and .keras."""
+    from _keras_models import attention_model
+
+    folder = tmp_path_factory.mktemp("k3_attention")
+    model = attention_model(keras3)
+    x = _attention_probe()
+    model.save(folder / "m.h5")
+    model.save(folder / "m.keras")
+    return SavedKeras3(
+        folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
+    )
+
+
+@pytest.fixture(scope="session")
+def tfk_attention(tf_keras: Any, tmp_path_factory: Any) -> SavedTfKeras:
+    """tf_keras MultiHeadAttention model, saved as .h5 and .keras."""
+    from _keras_models import attention_model
+
+    folder = tmp_path_factory.mktemp("tfk_attention")
+    model = attention_model(tf_keras)
+    x = _attention_probe()
+    model.save(folder / "m.h5")
+    model.save(folder / "m.keras")
+    return SavedTfKeras(
+        folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
+    )

@@ -599,3 +599,55 @@ def test_keras30_bare_names_in_a_nested_model(tmp_path: Path) -> None:
     # Named after the architecture, the weights find their .keras slots.
     result = api.convert(path, tmp_path / "k30.keras")
     assert result.tensors == len(original.tensors)
+
+
+@pytest.mark.keras
+def test_tf_keras_layer_names_with_slashes(
+    tfk_slash_names: Any, tf_keras: Any, tmp_path: Path
+) -> None:
+    """tf.keras DenseNet names layers "conv1/conv" and their weights
+    "conv1/conv/kernel:0". They were read as "conv1/conv/conv1/conv/kernel"
+    (not in the architecture), and writing HDF5 again failed (exit 3): the
+    layer was taken to be "conv1"."""
+    with api.load(tfk_slash_names.h5) as model:
+        assert not model.warnings
+        names = [t.name for t in model.by_role(Role.WEIGHT)]
+    assert names[:2] == ["conv1/conv/kernel", "conv1/conv/bias"]
+    for src in (tfk_slash_names.h5, tfk_slash_names.keras):
+        out = tmp_path / f"{src.suffix[1:]}.h5"
+        api.convert(src, out, target_keras="keras2", drop=["optimizer"])
+        loaded = tf_keras.models.load_model(out, compile=False)
+        got = loaded.predict(tfk_slash_names.x, verbose=0)
+        np.testing.assert_allclose(got, tfk_slash_names.want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.keras
+def test_keras3_weight_paths_under_name_scopes(keras3: Any, tmp_path: Path) -> None:
+    """Keras >= 3.3 writes a weight's variable path, name scopes first: NASNet
+    builds its blocks in name scopes, and 1039 of its weights were read as
+    "<layer>/<scopes>/<layer>/kernel", belonging to no layer."""
+    x = keras3.Input((4,))
+    with keras3.name_scope("block_1"), keras3.name_scope("inner"):
+        y = keras3.layers.Dense(3, name="scoped")(x)
+    model = keras3.Model(x, keras3.layers.Dense(1, name="head")(y))
+    path = tmp_path / "m.h5"
+    model.save(path)
+    with h5py.File(path) as h5:
+        stored = h5["model_weights/scoped"].attrs["weight_names"]
+        assert stored[0] == "block_1/inner/scoped/kernel"
+    with api.load(path) as read:
+        assert not read.warnings
+        assert [t.name for t in read.tensors][:2] == ["scoped/kernel", "scoped/bias"]
+
+
+def test_inspect_keras1_names_are_not_loose(tmp_path: Path, run_cli: Any) -> None:
+    """Keras 1 weights keep their names (dense_1/W) while the architecture
+    says dense_1/kernel: every Keras 1 file was reported as holding weights
+    'not mentioned by the architecture'."""
+    path = tmp_path / "k1.h5"
+    _keras1_file(path)
+    result = run_cli("inspect", path, "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert report["warnings"] == []
+    assert report["total_params"] == 15

@@ -127,3 +127,98 @@ def test_tf_keras_h5_for_keras3_loads_in_keras3(
     got = predict(loaded, x)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.keras
+def test_nested_batchnorm_keras_to_keras2_h5_loads_in_tf_keras(
+    k3_nested_batchnorm: Any, tf_keras: Any, tmp_path: Path
+) -> None:
+    """tf_keras loads a nested model's HDF5 weights by position, trainable
+    first; the .keras reader's sublayer order put a moving mean where a
+    kernel belongs."""
+    out = tmp_path / "out.h5"
+    with read_fixture(k3_nested_batchnorm.keras) as model:
+        hdf5.write(model, out, KERAS2)
+    loaded = tf_keras.models.load_model(out, compile=False)
+    got = loaded.predict(k3_nested_batchnorm.x, verbose=0)
+    np.testing.assert_allclose(got, k3_nested_batchnorm.want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.keras
+def test_tf_keras_op_layer_reads_and_converts_for_tf_keras(
+    tf_keras: Any, tmp_path: Path
+) -> None:
+    """tf.keras records ``x + y`` on Keras tensors as a TFOpLambda whose
+    inbound node is one bare [layer, node, tensor, {"y": ...}] (its ConvNeXt
+    has 18). Reading such a file failed; Keras 3 has no such layer, so .keras
+    output is refused by name, and tf_keras output loads."""
+    from modelconv import api
+    from modelconv.errors import UnsupportedError
+
+    x = tf_keras.Input((3,))
+    a = tf_keras.layers.Dense(3, name="a")(x)
+    model = tf_keras.Model(x, tf_keras.layers.Dense(2, name="out")(a + x))
+    src = tmp_path / "m.h5"
+    model.save(src)
+    with api.load(src) as read:
+        assert read.architecture is not None
+        layers = read.architecture.layers
+        op = next(la for la in layers if la.class_name == "TFOpLambda")
+        assert op.inbound == ("a", layers[0].name)  # x, and y from its kwargs
+        assert op.output_shape == [None, 3]
+        assert read.architecture.layer("out").params == 8
+    with pytest.raises(UnsupportedError, match="TFOpLambda"):
+        api.convert(src, tmp_path / "m.keras")
+    out = tmp_path / "out.h5"
+    api.convert(src, out, target_keras="keras2")
+    probe = np.ones((2, 3), "float32")
+    loaded = tf_keras.models.load_model(out, compile=False)
+    np.testing.assert_array_equal(
+        loaded.predict(probe, verbose=0), model.predict(probe, verbose=0)
+    )
+
+
+@pytest.mark.keras
+def test_multi_head_attention_for_keras2_loads_in_tf_keras(
+    k3_attention: Any, tf_keras: Any, tmp_path: Path
+) -> None:
+    """Keras 3 calls mha(x, x) with two positional tensors; tf_keras writes the
+    second as value=[layer, node, tensor], needs query_shape, key_shape and
+    value_shape in the config, and refuses use_gate and sliding_window."""
+    from modelconv import api
+
+    for src in (k3_attention.h5, k3_attention.keras):
+        out = tmp_path / f"{src.suffix[1:]}.h5"
+        api.convert(src, out, target_keras="keras2")
+        loaded = tf_keras.models.load_model(out, compile=False)
+        got = loaded.predict(k3_attention.x, verbose=0)
+        np.testing.assert_allclose(got, k3_attention.want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.keras
+def test_keras3_operator_ops_become_merge_layers(
+    keras3: Any, tf_keras: Any, tmp_path: Path
+) -> None:
+    """Keras 3 records ``a + b`` on Keras tensors as an Add op called with two
+    positional tensors (ConvNeXt has 18); down-levelling refused it. tf_keras's
+    Add and Multiply layers on [a, b] compute the same."""
+    from modelconv import api
+
+    x = keras3.Input((3,))
+    a = keras3.layers.Dense(3, name="a")(x)
+    b = keras3.layers.Dense(3, name="b")(x)
+    model = keras3.Model(x, keras3.layers.Dense(1, name="out")((a + b) * a))
+    probe = np.random.default_rng(4).normal(size=(2, 3)).astype("float32")
+    want = model.predict(probe, verbose=0)
+    for suffix in (".h5", ".keras"):
+        src, out = tmp_path / f"m{suffix}", tmp_path / f"{suffix[1:]}-k2.h5"
+        model.save(src)
+        api.convert(src, out, target_keras="keras2")
+        loaded = tf_keras.models.load_model(out, compile=False)
+        got = loaded.predict(probe, verbose=0)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    # Keras 3's .h5 names no module for the op; the .keras written from it
+    # said keras.layers, and Keras 3 called the Add layer with two tensors.
+    api.convert(tmp_path / "m.h5", tmp_path / "back.keras")
+    back = keras3.saving.load_model(tmp_path / "back.keras")
+    np.testing.assert_array_equal(back.predict(probe, verbose=0), want)

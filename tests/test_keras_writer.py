@@ -484,3 +484,170 @@ def test_keras1_functional_merge_predicts_like_keras3(
     b.set_weights(wb)
     x = rng.normal(size=(6, 5)).astype("float32")
     assert_predictions(predict(loaded, x), predict(reference, x), exact=True)
+
+
+@pytest.mark.keras
+def test_nested_batchnorm_h5_to_keras_loads_in_keras3(
+    k3_nested_batchnorm: Any, keras3: Any, tmp_path: Path
+) -> None:
+    """Legacy .h5 lists a nested model's weights trainable first, the archive
+    sublayer by sublayer; the read-back check used to pair them by position
+    once the optimizer slots were renamed, and refused a correct file."""
+    from modelconv import api
+
+    out = tmp_path / "out.keras"
+    api.convert(k3_nested_batchnorm.h5, out)
+    loaded = keras3.saving.load_model(out, compile=False)
+    got = loaded.predict(k3_nested_batchnorm.x, verbose=0)
+    np.testing.assert_array_equal(got, k3_nested_batchnorm.want)
+    with read_fixture(k3_nested_batchnorm.keras) as a, read_fixture(out) as b:
+        # Both readers list the nested model's weights in one (legacy) order.
+        names = [t.name for t in a.by_role("weight")]
+        assert names == [t.name for t in b.by_role("weight")]
+        # Keras numbers layer names per session, so find them by kind.
+        kernels = [i for i, n in enumerate(names) if n.endswith("/kernel")]
+        means = [i for i, n in enumerate(names) if n.endswith("/moving_mean")]
+        assert kernels[1] < means[0]  # the nested Dense's kernel, then state
+
+
+@pytest.mark.keras
+def test_tf_keras_slash_layer_names_renamed_for_keras3(
+    tfk_slash_names: Any, keras3: Any, tmp_path: Path
+) -> None:
+    """Keras 3 refuses "/" in a layer name (tf.keras DenseNet's "conv1/conv"):
+    the migration renames it "conv1_conv", as Keras 3's own DenseNet does."""
+    from modelconv import api
+
+    for src in (tfk_slash_names.h5, tfk_slash_names.keras):
+        out = tmp_path / f"{src.suffix[1:]}.keras"
+        api.convert(src, out, drop=["optimizer"])
+        loaded = keras3.saving.load_model(out, compile=False)
+        assert "conv1_conv" in [layer.name for layer in loaded.layers]
+        got = loaded.predict(tfk_slash_names.x, verbose=0)
+        np.testing.assert_allclose(got, tfk_slash_names.want, rtol=1e-6, atol=1e-6)
+    out = tmp_path / "k3.h5"
+    api.convert(tfk_slash_names.h5, out, target_keras="keras3")
+    loaded = keras3.saving.load_model(out, compile=False)
+    got = loaded.predict(tfk_slash_names.x, verbose=0)
+    np.testing.assert_allclose(got, tfk_slash_names.want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.keras
+def test_keras3_layer_scale_h5_to_keras(keras3: Any, tmp_path: Path) -> None:
+    """ConvNeXt's LayerScale lives in keras.applications, not keras.layers,
+    and Keras 3 names its one weight "variable_<n>". Its parameters were
+    unknown, its weights 'not in the architecture', and the .keras written
+    from a Keras 3 .h5 named module keras.layers, which Keras cannot load."""
+    from keras.src.applications.convnext import LayerScale
+
+    from modelconv import api
+
+    x = keras3.Input((4,))
+    y = LayerScale(1e-6, 3, name="scale")(keras3.layers.Dense(3)(x))
+    model = keras3.Model(x, keras3.layers.Dense(1)(y))
+    src, out = tmp_path / "m.h5", tmp_path / "m.keras"
+    model.save(src)
+    with api.load(src) as read:
+        assert not read.warnings
+        assert read.architecture is not None
+        scale = read.architecture.layer("scale")
+        assert scale is not None and scale.params == 3
+        assert "scale/gamma" in [t.name for t in read.tensors]
+    api.convert(src, out)
+    loaded = keras3.saving.load_model(out)
+    probe = np.ones((2, 4), "float32")
+    np.testing.assert_array_equal(
+        loaded.predict(probe, verbose=0), model.predict(probe, verbose=0)
+    )
+
+
+def _keras1_th_conv_file(path: Path, kernel: np.ndarray, dense: np.ndarray) -> None:
+    """Keras 1.2.2 Sequential: Convolution2D with dim_ordering "th" (kernel
+    stored (filters, channels, rows, cols)), Flatten, Dense; no backend."""
+    layers = [
+        {
+            "class_name": "Convolution2D",
+            "config": {
+                "name": "convolution2d_1",
+                "batch_input_shape": [None, 2, 4, 4],
+                "nb_filter": 3,
+                "nb_row": 3,
+                "nb_col": 3,
+                "init": "glorot_uniform",
+                "activation": "linear",
+                "border_mode": "valid",
+                "subsample": [1, 1],
+                "dim_ordering": "th",
+                "bias": True,
+            },
+        },
+        {"class_name": "Flatten", "config": {"name": "flatten_1"}},
+        {
+            "class_name": "Dense",
+            "config": {"name": "dense_1", "output_dim": 1, "bias": True},
+        },
+    ]
+    config = {"class_name": "Sequential", "config": layers}
+    with h5py.File(path, "w") as h5:
+        h5.attrs["keras_version"] = np.bytes_(b"1.2.2")
+        h5.attrs["model_config"] = np.bytes_(json.dumps(config).encode())
+        group = h5.create_group("model_weights")
+        group.attrs["layer_names"] = [b"convolution2d_1", b"flatten_1", b"dense_1"]
+        conv = group.create_group("convolution2d_1")
+        conv.attrs["weight_names"] = [b"convolution2d_1_W", b"convolution2d_1_b"]
+        conv["convolution2d_1_W"] = kernel
+        conv["convolution2d_1_b"] = np.zeros(3, "f4")
+        group.create_group("flatten_1").attrs["weight_names"] = np.array([], "f8")
+        out = group.create_group("dense_1")
+        out.attrs["weight_names"] = [b"dense_1_W", b"dense_1_b"]
+        out["dense_1_W"] = dense
+        out["dense_1_b"] = np.zeros(1, "f4")
+
+
+def test_keras1_channels_first_conv_to_keras(keras3: Any, tmp_path: Path) -> None:
+    """The .keras writer transposes a Keras 1 "th" kernel to Keras 3's layout;
+    the read-back check compared the file with the untransposed kernel and
+    refused every such conversion (exit 3, 'reads back as [3, 3, 2, 3]')."""
+    from modelconv import api
+
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(3, 2, 3, 3)).astype("f4")
+    dense = rng.normal(size=(12, 1)).astype("f4")
+    src, out = tmp_path / "k1.h5", tmp_path / "k1.keras"
+    _keras1_th_conv_file(src, kernel, dense)
+    report = api.convert(src, out)
+    assert "channels_first_kernels" in report.migrations
+    x = rng.normal(size=(2, 2, 4, 4)).astype("f4")
+    # Keras 1 on TensorFlow: cross-correlation, channels first, Flatten in
+    # (filters, rows, cols) order.
+    conv = np.stack(
+        [
+            np.einsum("nchw,fchw->nf", x[:, :, r : r + 3, c : c + 3], kernel)
+            for r in range(2)
+            for c in range(2)
+        ],
+        axis=-1,
+    )
+    want = conv.reshape(2, -1) @ dense
+    loaded = keras3.saving.load_model(out)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.keras
+def test_multi_head_attention_to_keras(
+    k3_attention: Any, tfk_attention: Any, keras3: Any, tmp_path: Path
+) -> None:
+    """MultiHeadAttention's query/key/value/output sublayers go to
+    query_dense, key_dense, value_dense and output_dense (the writer refused
+    the layer). From tf_keras, its value= tensor keyword becomes a Keras 3
+    tensor, its build shapes leave the config and its build_config takes the
+    Keras 3 form; each of those stopped Keras 3 from loading the file."""
+    from modelconv import api
+
+    for saved, exact in ((k3_attention, True), (tfk_attention, False)):
+        for src in (saved.h5, saved.keras):
+            out = tmp_path / f"{len(list(tmp_path.iterdir()))}.keras"
+            api.convert(src, out)
+            loaded = keras3.saving.load_model(out)
+            got = loaded.predict(saved.x, verbose=0)
+            assert_predictions([got], [saved.want], exact)

@@ -319,3 +319,91 @@ def test_optimizer_names_are_format_specific_weight_names_are_not(
     (check,) = verify_path(path, via=["npz"]).formats
     assert check.status is VerifyStatus.FAIL and check.names is False
     assert "dense/bias reads back as dense/b" in check.problems
+
+
+@pytest.mark.keras
+def test_tf_keras_depthwise_and_transpose_convs_verify_via_keras(
+    tf_keras: Any, tmp_path: Path
+) -> None:
+    """tf_keras writes groups=1 on DepthwiseConv2D, SeparableConv2D and
+    Conv2DTranspose and calls the depthwise kernel `depthwise_kernel`; the
+    Keras 3 file drops the one and renames the other. Neither is a change
+    (MobileNetV2, EfficientNet, Xception and NASNet all failed verify), nor
+    is dropping a SeparableConv's unused kernel_* arguments."""
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((8, 8, 3)),
+            layers.DepthwiseConv2D(3),
+            # Unused by a separable convolution; NASNet sets it anyway.
+            layers.SeparableConv2D(4, 3, kernel_initializer="he_normal"),
+            layers.Conv2DTranspose(2, 3),
+        ]
+    )
+    path = tmp_path / "m.h5"
+    model.save(path)
+    result = verify_path(path, via=["keras"])
+    check = result.formats[0]
+    assert check.status is VerifyStatus.PASS, check.problems
+
+
+def _keras21_functional_file(path: Path) -> None:
+    """Keras 2.1.6 as it wrote a functional model: class "Model", bytes
+    attributes, nested-list inbound nodes, dense_1/kernel:0 names."""
+    import h5py
+
+    def node(name: str) -> list[Any]:
+        return [[[name, 0, 0, {}]]]
+
+    layers = [
+        {
+            "name": "input_1",
+            "class_name": "InputLayer",
+            "config": {"batch_input_shape": [None, 4], "name": "input_1"},
+            "inbound_nodes": [],
+        },
+        {
+            "name": "dense_1",
+            "class_name": "Dense",
+            "config": {"name": "dense_1", "units": 2, "activation": "linear"},
+            "inbound_nodes": node("input_1"),
+        },
+    ]
+    config = {
+        "class_name": "Model",
+        "config": {
+            "name": "model_1",
+            "layers": layers,
+            "input_layers": [["input_1", 0, 0]],
+            "output_layers": [["dense_1", 0, 0]],
+        },
+    }
+    with h5py.File(path, "w") as h5:
+        h5.attrs["keras_version"] = np.bytes_(b"2.1.6")
+        h5.attrs["backend"] = np.bytes_(b"tensorflow")
+        h5.attrs["model_config"] = np.bytes_(json.dumps(config).encode())
+        weights = h5.create_group("model_weights")
+        weights.attrs["layer_names"] = [b"input_1", b"dense_1"]
+        weights.create_group("input_1").attrs["weight_names"] = np.array([], "f8")
+        dense = weights.create_group("dense_1")
+        dense.attrs["weight_names"] = [b"dense_1/kernel:0", b"dense_1/bias:0"]
+        dense["dense_1/kernel:0"] = np.ones((4, 2), "f4")
+        dense["dense_1/bias:0"] = np.zeros(2, "f4")
+
+
+def test_keras21_model_class_verifies_via_keras(tmp_path: Path) -> None:
+    """Keras 2.0-2.3 named the functional class "Model", Keras 3 writes
+    "Functional": verify reported 'changed /class_name' for every such file."""
+    path = tmp_path / "k21.h5"
+    _keras21_functional_file(path)
+    check = verify_path(path, via=["keras"]).formats[0]
+    assert check.status is VerifyStatus.PASS, check.problems
+
+
+@pytest.mark.keras
+def test_slash_layer_names_verify_via_keras(tfk_slash_names: Any) -> None:
+    """The Keras 3 migration renames "conv1/conv" to "conv1_conv" on purpose;
+    verify reported each renamed layer and tensor as a change."""
+    check = verify_path(tfk_slash_names.h5, via=["keras"]).formats[0]
+    assert check.status is VerifyStatus.PASS, check.problems
+    assert "slash_free_layer_names" in check.migrations

@@ -226,13 +226,48 @@ def _read_keras_model(h5: h5py.File, options: ReadOptions) -> Model:
     _read_layer_groups(weights, layer_names, collector, _keras1(metadata))
     _read_optimizer(h5, collector)
     return Model(
-        tensors=tuple(_align_bare_names(collector.tensors, architecture)),
+        tensors=tuple(
+            _align_auto_names(
+                _align_bare_names(collector.tensors, architecture), architecture
+            )
+        ),
         architecture=architecture,
         metadata=metadata,
         format=FORMAT,
         flavour="keras-model",
         warnings=tuple(collector.warnings) + tuple(architecture.warnings),
     )
+
+
+# Keras 3 names a weight made without a name "variable", "variable_1", ...,
+# numbered across the whole session (ConvNeXt's LayerScale gamma).
+_AUTO_NAME = re.compile(r"variable(_\d+)?")
+
+
+def _align_auto_names(tensors: list[Tensor], arch: Architecture) -> list[Tensor]:
+    """Name a layer's auto-named Keras 3 weights after the architecture.
+
+    Only when every weight of the layer is auto-named and the architecture
+    lists as many: "layer_scale/variable_7" becomes "layer_scale/gamma".
+    """
+    expected = {layer.name: layer.tensor_names for layer in arch.layers}
+    groups: dict[str, list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        layer = tensor.name.rpartition("/")[0]
+        if tensor.role is Role.WEIGHT and layer in expected:
+            groups.setdefault(layer, []).append(index)
+    out = list(tensors)
+    taken = {t.name for t in tensors}
+    for layer, indexes in groups.items():
+        names = expected[layer]
+        shorts = [tensors[i].name.rpartition("/")[2] for i in indexes]
+        if len(names) != len(indexes) or not all(map(_AUTO_NAME.fullmatch, shorts)):
+            continue
+        if taken & set(names):
+            continue
+        for index, name in zip(indexes, names):
+            out[index] = out[index].replace(name=name)
+    return out
 
 
 def _align_bare_names(tensors: list[Tensor], arch: Architecture) -> list[Tensor]:
@@ -447,6 +482,10 @@ def canonical_name(layer: str, weight: str, keras1: bool = False) -> str:
     ``kernel``; Keras >= 3.3 the variable path ``sequential/dense/kernel``
     (the model name leads for Sequential, not for functional models).
     """
+    if "/" in layer and _strip_index(weight).startswith(f"{layer}/"):
+        # tf.keras DenseNet names its layers "conv1/conv", and their weights
+        # "conv1/conv/kernel:0": the whole layer name leads.
+        return f"{layer}/{_strip_index(weight)[len(layer) + 1 :]}"
     parts = [p for p in _strip_index(weight).split("/") if p]
     if not parts:
         return f"{layer}/{weight}"
@@ -457,6 +496,11 @@ def canonical_name(layer: str, weight: str, keras1: bool = False) -> str:
         return f"{layer}/{short}"
     if parts[0] != layer and len(parts) >= 3 and _same_layer(parts[1], layer):
         parts = parts[1:]  # Keras >= 3.3 Sequential: the model name leads
+    elif not _same_layer(parts[0], layer) and layer in parts[1:-1]:
+        # Keras >= 3.3 puts name scopes first: NASNet's layers are built in
+        # backend.name_scope("reduction_A_block_stem_1"), ..., so the path is
+        # "reduction_A_block_stem_1/block_1/.../<layer>/depthwise_kernel".
+        parts = parts[parts.index(layer, 1) :]
     if _same_layer(parts[0], layer):
         parts = parts[1:]
     inner = parts[:-1]
@@ -971,12 +1015,16 @@ def _layer_weights(
 ) -> tuple[list[str], dict[str, list[tuple[str, Tensor]]]]:
     """layer_names, and per layer group its (weight name, tensor) pairs."""
     legacy = _legacy_paths(model)
+    order = _config_layer_names(model.architecture.config) if model.architecture else []
     groups: dict[str, list[tuple[str, Tensor]]] = {}
     for tensor in tensors:
-        if legacy and tensor.source_names and "/" in tensor.source_names[0]:
-            layer, weight = tensor.source_names[0].split("/", 1)
+        source = tensor.source_names[0] if tensor.source_names else ""
+        layer, rest = _split_layer(tensor.name, order)
+        if legacy and source.startswith(f"{layer}/"):
+            # The weight name as the source file had it (a migration that
+            # renamed the layer makes a new one below).
+            weight = source[len(layer) + 1 :]
         else:
-            layer, _, rest = tensor.name.partition("/")
             if not rest:
                 raise UsageError(
                     f"tensor {tensor.name!r} has no layer part (layer/weight); "
@@ -985,10 +1033,20 @@ def _layer_weights(
             # Keras 2 writes "dense/kernel:0", Keras 3 the variable path.
             weight = f"{tensor.name}:0" if line == "keras2" else tensor.name
         groups.setdefault(layer, []).append((weight, tensor))
-    order = _config_layer_names(model.architecture.config) if model.architecture else []
     names = [n for n in order if n != TOP_LEVEL_GROUP]
     names += [n for n in groups if n not in names and n != TOP_LEVEL_GROUP]
     return names, groups
+
+
+def _split_layer(name: str, layers: list[str]) -> tuple[str, str]:
+    """``layer/weight`` split at the end of the longest layer name it starts
+    with: tf.keras layer names may hold "/" (DenseNet's "conv1/conv")."""
+    owners = [n for n in layers if "/" in n and name.startswith(f"{n}/")]
+    if owners:
+        layer = max(owners, key=len)
+        return layer, name[len(layer) + 1 :]
+    layer, _, rest = name.partition("/")
+    return layer, rest
 
 
 def _write_weight_groups(

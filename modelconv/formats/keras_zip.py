@@ -79,6 +79,12 @@ def _writer() -> Any:
     return keras_zip_writer
 
 
+def prepare(model: Model, options: WriteOptions) -> Model:
+    # The migrated model is what gets written, so it is what the core checks
+    # the read-back against: a Keras 1 channels_first kernel is transposed.
+    return _writer().prepare(model, options)
+
+
 def write(model: Model, path: Path, options: WriteOptions) -> None:
     _writer().write(model, path, options)
 
@@ -398,8 +404,10 @@ class _Mapper:
         config = config if isinstance(config, Mapping) else {}
         class_name = _class_name(entry)
         if isinstance(config.get("layers"), list):  # a nested model
+            start = len(self.order)
             self._generic(f"{path}/vars", entry, prefix, name, own_only=True)
             self._container(f"{path}/layers", config["layers"], f"{prefix}{name}/")
+            self._legacy_order(start, entry, f"{prefix}{name}/")
             return
         if class_name in _WRAPPERS_WITH_TWO_DIRECTIONS and isinstance(
             config.get("layer"), Mapping
@@ -407,6 +415,21 @@ class _Mapper:
             self._bidirectional(path, config, f"{prefix}{name}/")
             return
         self._generic(path, entry, prefix, name)
+
+    def _legacy_order(self, start: int, entry: Mapping[str, Any], prefix: str) -> None:
+        """List a nested model's weights trainable first, as legacy HDF5 does.
+
+        The archive keeps them sublayer by sublayer, while a legacy .h5 (and
+        its loaders in Keras 3 and tf_keras) lists the nested model's trainable
+        weights first: one order for both keeps the IR, verify and the HDF5
+        writer in step.
+        """
+        rank = {n: i for i, n in enumerate(_weight_names(entry) or ())}
+        mine = self.order[start:]
+        self.order[start:] = sorted(
+            mine,
+            key=lambda p: rank.get(self.assigned[p][0].removeprefix(prefix), len(rank)),
+        )
 
     def _bidirectional(self, path: str, config: Mapping[str, Any], prefix: str) -> None:
         # Keras (3.x and tf_keras) names the copies forward_<name> and

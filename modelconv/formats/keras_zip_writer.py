@@ -49,9 +49,16 @@ _RNN_CLASSES = frozenset(migrate.RNN_CELLS)
 _WRAPPERS = frozenset({"TimeDistributed"})
 # Composite layers whose children's attribute names we have not mapped; a
 # model holding one with weights is refused rather than written wrongly.
-_UNMAPPED = frozenset(
-    {"MultiHeadAttention", "GroupQueryAttention", "RNN", "StackedRNNCells"}
-)
+_UNMAPPED = frozenset({"GroupQueryAttention", "RNN", "StackedRNNCells"})
+# MultiHeadAttention keeps its four EinsumDense sublayers under these
+# attributes (Keras 3.15 layers/attention/multi_head_attention.py); the IR
+# names them as legacy HDF5 does (multi_head_attention/query/kernel).
+_ATTENTION_CHILDREN = {
+    "query": "query_dense",
+    "key": "key_dense",
+    "value": "value_dense",
+    "attention_output": "output_dense",
+}
 
 
 @dataclass(frozen=True)
@@ -362,6 +369,8 @@ def _layer_slots(
     elif class_name in _WRAPPERS:
         inner = config.get("layer") or {}
         _layer_slots(inner, f"{path}/layer", prefix, tensors, slots)
+    elif class_name == "MultiHeadAttention":
+        _attention_slots(path, prefix, tensors, slots)
     elif class_name in _UNMAPPED:
         raise UnsupportedError(
             f"layer {prefix!r} is a {class_name}, whose sub-layer layout in "
@@ -369,6 +378,25 @@ def _layer_slots(
         )
     else:
         _own_slots(path, tensors, slots)
+
+
+def _attention_slots(
+    path: str, prefix: str, tensors: list[Tensor], slots: list[Slot]
+) -> None:
+    stray = [
+        t.name
+        for t in tensors
+        if t.name[len(prefix) + 1 :].split("/")[0] not in _ATTENTION_CHILDREN
+    ]
+    if stray:
+        raise UnsupportedError(
+            f"layer {prefix!r} (MultiHeadAttention) holds {stray[:3]}, which "
+            "are not its query, key, value or attention_output weights; "
+            "write HDF5 instead"
+        )
+    for child, attr in _ATTENTION_CHILDREN.items():
+        mine = [t for t in tensors if t.name.startswith(f"{prefix}/{child}/")]
+        _own_slots(f"{path}/{attr}", mine, slots)
 
 
 def _direction(config: Mapping[str, Any], attr: str) -> Mapping[str, Any]:
