@@ -39,6 +39,7 @@ GiB = 2**30
 LARGEST_TENSOR = UNITS * UNITS * 4
 
 SIZES = {"256M": 4, "1G": 16, "4G": 64}
+TARGET_SIZE = "1G"  # the size the performance targets are set for
 # Disk needed per byte of model: the model, the second model for diff, its
 # npz, and the largest output (JSON base64, 4/3) with some room.
 DISK_FACTOR = 5.0
@@ -154,12 +155,19 @@ def mc(*args: str | Path) -> list[str]:
 
 
 def cases_for(
-    model: Path, other: Path, npz: Path, work: Path, keras: bool
+    model: Path, other: Path, npz: Path, work: Path, keras: bool, targets: bool
 ) -> list[Case]:
+    """The cases for one model size; ``targets``: check the targets there.
+
+    The targets are set on the 1 GiB model (the performance issue's table).
+    At 256 MiB a copy takes a quarter of a second, about as long as starting
+    Python and importing numpy and h5py, so a ratio there measures start-up
+    more than throughput; the growth table shows how cost scales instead.
+    """
     out = work / "out"
     bound = (LARGEST_TENSOR / MiB) + 150
-    fast = Target(2.0, bound)
-    text = Target(4.0, bound)
+    fast = Target(2.0, bound) if targets else None
+    text = Target(4.0, bound) if targets else None
     cases = [
         Case(
             "copy (floor)",
@@ -202,7 +210,7 @@ def cases_for(
             "modelconv inspect",
             mc("inspect", model, "--json"),
             None,
-            Target(None, 150, 0.8),
+            Target(None, 150, 0.8) if targets else None,
         ),
         convert("h5 -> npz", model, out.with_suffix(".npz")),
         convert("npz -> h5", npz, out.with_suffix(".h5")),
@@ -214,7 +222,7 @@ def cases_for(
             "modelconv diff (two models)",
             mc("diff", model, other, "--json"),
             None,
-            Target(2.5, 400),
+            Target(2.5, 400) if targets else None,
             codes=(1,),  # the two models differ in every weight
         ),
         Case(
@@ -435,7 +443,10 @@ def main() -> None:
         f"layout, random float32 weights (largest tensor {LARGEST_TENSOR // MiB}"
         f" MiB, so the convert memory bound is {LARGEST_TENSOR // MiB + 150} "
         "MiB). diff compares two models of the same shape whose every weight "
-        "differs.",
+        f"differs. The targets are those set for the {TARGET_SIZE} model; at "
+        "other sizes the ratios are shown without them (at 256 MiB a copy "
+        "takes about as long as starting Python with numpy and h5py), and the "
+        "growth table shows how cost scales.",
         "",
     ]
     all_results: dict[str, list[Result]] = {}
@@ -482,7 +493,10 @@ def main() -> None:
         ]
         results = []
         measured = measure_rounds(
-            cases_for(model, other, npz, args.work, keras), args.repeat, args.work, env
+            cases_for(model, other, npz, args.work, keras, size == TARGET_SIZE),
+            args.repeat,
+            args.work,
+            env,
         )
         copy_seconds = measured[0].seconds
         for result in measured:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InternalError, UnsupportedError
+from .errors import InternalError, ModelconvError, UnsupportedError
 from .model import Architecture, CallableSource, Layer, Model, Role, Tensor
 
 Entry = dict[str, Any]
@@ -1363,6 +1363,36 @@ def _concat(parts: list[Tensor], order: list[int], name: str) -> Tensor:
     )
 
 
+def keras1_weight_names(
+    layer: LayerEntry, tensors: list[Tensor], run: _Run
+) -> list[Tensor]:
+    """Keras 1 weight names (``W``, ``b``, ``gamma``, ``running_mean``...)
+    become the Keras 2 names of the migrated layer, in order.
+
+    Bridges Keras 1.x to Keras >= 2.0: Keras 1.2 named a Dense's weights
+    ``dense_1_W`` and ``dense_1_b`` where Keras 2 has ``kernel`` and
+    ``bias``, and Keras 2's loader took them by position
+    (``preprocess_weights_for_loading``). Only the names change, never the
+    values; a layer whose weight count does not match what its migrated
+    config holds keeps its names.
+    """
+    if run.form != 1:
+        return tensors
+    from .keras_config import layer_weight_names
+
+    try:
+        wanted = layer_weight_names(layer.entry, form=3)
+    except ModelconvError:
+        return tensors
+    if len(wanted) != len(tensors):
+        return tensors
+    names = [f"{layer.prefix}/{short}" for short in wanted]
+    if names == [t.name for t in tensors]:
+        return tensors
+    run.note(keras1_weight_names)
+    return [t.replace(name=name) for t, name in zip(tensors, names)]
+
+
 def keras1_recurrent_weights(
     layer: LayerEntry, tensors: list[Tensor], run: _Run
 ) -> list[Tensor]:
@@ -1582,6 +1612,7 @@ def _migrate_tensors(
             new = theano_kernel_flip(
                 layer, new, run, backend if isinstance(backend, str) else None
             )
+        new = keras1_weight_names(layer, new, run)
         if new is not owned:
             if not new:
                 raise InternalError(

@@ -647,3 +647,61 @@ def test_keras1_bidirectional_lstm_merged_per_direction() -> None:
         migrated.tensor("bi/backward_lstm_1/kernel").read(),
         np.concatenate([w[0], w[6], w[3], w[9]], -1),
     )
+
+
+def test_keras1_weight_names_become_keras2_names_in_order() -> None:
+    """Keras 1.2 names (dense_1_W, running_std...) take the migrated layer's
+    Keras 2 names by position; the values are untouched."""
+    config = {
+        "class_name": "Sequential",
+        "config": [
+            {
+                "class_name": "Dense",
+                "config": {"name": "dense_1", "output_dim": 3, "input_dim": 4},
+            },
+            {
+                "class_name": "BatchNormalization",
+                "config": {"name": "bn_1", "mode": 0, "axis": -1},
+            },
+        ],
+    }
+    rng = np.random.default_rng(3)
+    arrays = {
+        "dense_1/W": rng.normal(size=(4, 3)).astype("float32"),
+        "dense_1/b": rng.normal(size=3).astype("float32"),
+        "bn_1/gamma": np.ones(3, "float32"),
+        "bn_1/beta": np.zeros(3, "float32"),
+        "bn_1/running_mean": np.full(3, 0.5, "float32"),
+        "bn_1/running_std": np.full(3, 2.0, "float32"),
+    }
+    migrated = migrate.migrate_keras3(_model(config, arrays))
+    assert migrated.names == (
+        "dense_1/kernel",
+        "dense_1/bias",
+        "bn_1/gamma",
+        "bn_1/beta",
+        "bn_1/moving_mean",
+        "bn_1/moving_variance",
+    )
+    for new, old in zip(migrated.names, arrays):
+        np.testing.assert_array_equal(migrated.tensor(new).read(), arrays[old])
+    assert "keras1_weight_names" in migrated.migrations
+
+
+def test_keras1_weight_names_leave_keras2_files_alone() -> None:
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {
+                    "class_name": "Dense",
+                    "config": {"name": "d", "units": 3, "batch_input_shape": [None, 4]},
+                }
+            ],
+        },
+    }
+    arrays = {"d/kernel": np.ones((4, 3), "f4"), "d/bias": np.zeros(3, "f4")}
+    migrated = migrate.migrate_keras3(_model(config, arrays))
+    assert migrated.names == ("d/kernel", "d/bias")
+    assert "keras1_weight_names" not in migrated.migrations

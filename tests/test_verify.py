@@ -407,3 +407,36 @@ def test_slash_layer_names_verify_via_keras(tfk_slash_names: Any) -> None:
     check = verify_path(tfk_slash_names.h5, via=["keras"]).formats[0]
     assert check.status is VerifyStatus.PASS, check.problems
     assert "slash_free_layer_names" in check.migrations
+
+
+def test_a_keras1_file_passes_through_keras_with_its_migrations_listed(
+    tmp_path: Path,
+) -> None:
+    """A Keras 1 file bound for .keras is migrated (class, argument and weight
+    names); what comes back is compared with the migrated model, so the
+    check passes and names the rules instead of failing on each rename."""
+    import h5py
+
+    config = {
+        "class_name": "Sequential",
+        "config": [
+            {
+                "class_name": "Dense",
+                "config": {"name": "dense_1", "output_dim": 3, "input_dim": 4},
+            }
+        ],
+    }
+    path = tmp_path / "k1.h5"
+    with h5py.File(path, "w") as h5:
+        h5.attrs["keras_version"] = np.bytes_(b"1.2.2")
+        h5.attrs["model_config"] = np.bytes_(json.dumps(config).encode())
+        weights = h5.create_group("model_weights")
+        weights.attrs["layer_names"] = np.array([b"dense_1"])
+        layer = weights.create_group("dense_1")
+        layer.attrs["weight_names"] = np.array([b"dense_1_W", b"dense_1_b"])
+        layer["dense_1_W"] = np.arange(12, dtype="f4").reshape(4, 3)
+        layer["dense_1_b"] = np.ones(3, dtype="f4")
+    result = verify_path(path, via=["keras"])
+    (check,) = result.formats
+    assert check.status is VerifyStatus.PASS, check.problems
+    assert {"keras1_argument_names", "keras1_weight_names"} <= set(check.migrations)
