@@ -176,6 +176,25 @@ def test_sklearn_mlp(kind: str, how: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_sklearn_layer_sizes_that_disagree_with_the_weights_are_said(
+    tmp_path: Path,
+) -> None:
+    """An edited estimator whose recorded sizes no longer match coefs_ reads,
+    with each disagreement named; a real one reads without a word."""
+    estimator = _mlp("classifier")
+    path = tmp_path / "mlp.pkl"
+    path.write_bytes(pickle.dumps(estimator))
+    with read(path) as model:
+        assert not [w for w in model.warnings if "scikit-learn MLP" in w]
+    estimator.hidden_layer_sizes = (9, 5)  # not refitted: coefs_ stay (4, 6)...
+    path.write_bytes(pickle.dumps(estimator))
+    with read(path) as model:
+        found = [w for w in model.warnings if "scikit-learn MLP" in w]
+        assert any("layer_0/kernel has shape [4, 6]" in w for w in found), found
+        assert any("[4, 9]" in w for w in found), found
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_other_sklearn_estimators_are_refused_by_class_with_a_way_out(
     tmp_path: Path, run_cli: Any
 ) -> None:

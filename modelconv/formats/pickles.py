@@ -47,7 +47,7 @@ from ..errors import (
 )
 from ..header import HEADER_KEY, check_header, model_from_header
 from ..limits import MAX_JSON_DEPTH
-from ..model import Model, Role, Tensor
+from ..model import Architecture, Model, Role, Tensor
 from ..unpickle import (
     ArrayRef,
     BytesIORecord,
@@ -663,6 +663,8 @@ def _sklearn_model(record: Opaque, ctx: _Context) -> Model:
             continue
         role = Role.OPTIMIZER if name == "_optimizer" else Role.STATE
         walker.walk(value, (name,), role)
+    architecture = build_architecture(config)
+    ctx.warnings.extend(_sklearn_shape_mismatches(architecture, tensors))
     version = config.get("_sklearn_version")
     metadata: dict[str, Any] = {
         "producer": {"name": "scikit-learn", "version": version},
@@ -672,7 +674,7 @@ def _sklearn_model(record: Opaque, ctx: _Context) -> Model:
         metadata["values"] = walker.values
     return Model(
         tensors=tuple(tensors + walker.tensors),
-        architecture=build_architecture(config),
+        architecture=architecture,
         metadata=metadata,
         format=ctx.format,
         flavour="sklearn-mlp",
@@ -680,6 +682,43 @@ def _sklearn_model(record: Opaque, ctx: _Context) -> Model:
         warnings=tuple(ctx.warnings + walker.warnings),
         resources=ctx.resources,
     )
+
+
+def _sklearn_shape_mismatches(
+    architecture: Architecture, tensors: list[Tensor]
+) -> list[str]:
+    """Where coefs_ and intercepts_ disagree with the layer sizes the
+    estimator records (n_features_in_, hidden_layer_sizes, n_outputs_).
+
+    scikit-learn keeps both in step, so a disagreement means a damaged or
+    edited file; the parameter totals shown come from the recorded sizes.
+    """
+    shapes = {t.name: t.shape for t in tensors}
+    found = []
+    for layer in architecture.layers:
+        units_in = layer.config.get("input_dim")
+        units_out = layer.config.get("units")
+        expected = {
+            f"{layer.name}/kernel": (units_in, units_out),
+            f"{layer.name}/bias": (units_out,),
+        }
+        for name, shape in expected.items():
+            if shapes.get(name) != shape:
+                found.append(
+                    f"scikit-learn MLP: {name} has shape "
+                    f"{list(shapes[name]) if name in shapes else 'none'} where the "
+                    f"recorded layer sizes give {list(shape)}; the file is damaged "
+                    "or was edited, and the parameter totals shown may be wrong"
+                )
+    extra = sorted(
+        set(shapes) - {n for layer in architecture.layers for n in layer.tensor_names}
+    )
+    found += [
+        f"scikit-learn MLP: {name} belongs to no layer of the recorded sizes; the "
+        "file is damaged or was edited"
+        for name in extra
+    ]
+    return found
 
 
 # -- Keras
