@@ -282,6 +282,9 @@ def diff_models(
             f"tolerances must not be negative (atol={atol}, rtol={rtol}, "
             f"ulps={ulps}); give values of 0 or more"
         )
+    seen_a, seen_b = _keras1_as_keras3(a, b), _keras1_as_keras3(b, a)
+    facts_a, facts_b = _source_facts(a, seen_a), _source_facts(b, seen_b)
+    a, b = seen_a, seen_b
     layers_a = normalised_layers(a.architecture)
     layers_b = normalised_layers(b.architecture)
     changes, renames = compare_architectures(a.architecture, b.architecture)
@@ -294,8 +297,8 @@ def diff_models(
         tensors=tuple(tensors),
         metadata=tuple(metadata),
         options=options,
-        source_a=_source_facts(a),
-        source_b=_source_facts(b),
+        source_a=facts_a,
+        source_b=facts_b,
     )
 
 
@@ -351,8 +354,44 @@ def _opened(
     return api.load(Path(source), format=fmt, max_bytes=max_bytes)
 
 
-def _source_facts(model: Model) -> dict[str, Any]:
-    return {"format": model.format or None, "flavour": model.flavour or None}
+def _source_facts(model: Model, seen: Model | None = None) -> dict[str, Any]:
+    """Format and flavour; with ``seen`` (the model as compared), the
+    migration rules applied to it for the comparison."""
+    facts: dict[str, Any] = {
+        "format": model.format or None,
+        "flavour": model.flavour or None,
+    }
+    if seen is not None and seen is not model:
+        facts["compared_as_keras3"] = list(seen.migrations[len(model.migrations) :])
+    return facts
+
+
+def _keras1_as_keras3(model: Model, other: Model) -> Model:
+    """A Keras 1 model compared with a later Keras's, seen as Keras 3 sees it.
+
+    Keras 1 spells almost everything differently (Convolution2D, nb_filter,
+    Merge, dense_1_W); compared as they stand, a Keras 1 file and its
+    conversion would differ in every layer. The named migration rules make
+    the comparison one of meaning, and are listed with the side they were
+    applied to. Keras 2 and Keras 3 configs are compared by normalisation.
+    """
+    arch, theirs = model.architecture, other.architecture
+    if (
+        arch is None
+        or theirs is None
+        or arch.framework != "keras"
+        or theirs.framework != "keras"
+        or arch.form != 1
+        or theirs.form == 1
+    ):
+        return model
+    from .errors import ModelconvError
+    from .migrate import migrate_keras3
+
+    try:
+        return migrate_keras3(model)
+    except ModelconvError:
+        return model  # no translation: compare the configs as they are
 
 
 # --------------------------------------------------------------------------

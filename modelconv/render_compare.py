@@ -83,6 +83,16 @@ def render_diff(diff: Diff, *, max_rows: int = 200) -> RenderableType:
     parts: list[RenderableType] = [summary_line(diff)]
     if diff.a or diff.b:
         parts.append(Text(f"A: {diff.a}\nB: {diff.b}", style="dim"))
+    for side, facts in (("A", diff.source_a), ("B", diff.source_b)):
+        rules = facts.get("compared_as_keras3")
+        if rules:
+            parts.append(
+                Text(
+                    f"{side} is a Keras 1 model, compared as Keras 3 reads it "
+                    f"(migrations: {', '.join(rules)})",
+                    style="dim",
+                )
+            )
     parts.append(_architecture_section(diff))
     parts.append(_weights_section(diff, max_rows))
     if diff.metadata:

@@ -1056,3 +1056,71 @@ def test_fixture_with_a_changed_activation(run_cli: Any, tmp_path: Path) -> None
     assert all(t["status"] == "same" for t in report["tensors"])
     human = run_cli("diff", FIXTURE_DIR / "k3_iris_mlp.h5", edited)
     assert "relu" in human.stdout and "tanh" in human.stdout
+
+
+def _keras1_conv_file(path: Path) -> None:
+    """A Keras 1.2 file: Convolution2D with nb_filter/nb_row, dense_1_W names."""
+    import h5py
+
+    conv = {
+        "name": "convolution2d_1",
+        "nb_filter": 2,
+        "nb_row": 3,
+        "nb_col": 3,
+        "border_mode": "same",
+        "dim_ordering": "tf",
+        "init": "glorot_uniform",
+        "activation": "relu",
+        "batch_input_shape": [None, 5, 5, 1],
+        "subsample": [1, 1],
+        "bias": True,
+    }
+    config = {
+        "class_name": "Sequential",
+        "config": [
+            {"class_name": "Convolution2D", "config": conv},
+            {"class_name": "Flatten", "config": {"name": "flatten_1"}},
+            {"class_name": "Dense", "config": {"name": "dense_1", "output_dim": 3}},
+        ],
+    }
+    rng = np.random.default_rng(0)
+    weights = {
+        "convolution2d_1": {
+            "convolution2d_1_W": rng.normal(size=(3, 3, 1, 2)).astype("f4"),
+            "convolution2d_1_b": np.zeros(2, "f4"),
+        },
+        "flatten_1": {},
+        "dense_1": {
+            "dense_1_W": rng.normal(size=(50, 3)).astype("f4"),
+            "dense_1_b": np.zeros(3, "f4"),
+        },
+    }
+    with h5py.File(path, "w") as h5:
+        h5.attrs["keras_version"] = np.bytes_(b"1.2.2")
+        h5.attrs["backend"] = np.bytes_(b"tensorflow")
+        h5.attrs["model_config"] = np.bytes_(json.dumps(config).encode())
+        group = h5.create_group("model_weights")
+        group.attrs["layer_names"] = np.array([n.encode() for n in weights])
+        for layer, arrays in weights.items():
+            sub = group.create_group(layer)
+            sub.attrs["weight_names"] = np.array(
+                [n.encode() for n in arrays], dtype="S20"
+            )
+            for name, array in arrays.items():
+                sub[name] = array
+
+
+def test_a_keras1_file_against_its_conversion_is_identical(tmp_path: Path) -> None:
+    """Keras 1 spells every layer differently (Convolution2D, nb_filter,
+    dense_1_W); diff compares it as Keras 3 reads it, says so, and finds
+    the converted .keras identical."""
+    source, converted = tmp_path / "k1.h5", tmp_path / "k1.keras"
+    _keras1_conv_file(source)
+    api.convert(source, converted)
+    result = diff_paths(source, converted)
+    assert result.identical, [c.path for c in result.architecture]
+    rules = result.source_a["compared_as_keras3"]
+    assert {"keras1_class_names", "keras1_weight_names"} <= set(rules)
+    assert "compared_as_keras3" not in result.source_b
+    swapped = diff_paths(converted, source)
+    assert swapped.identical and "compared_as_keras3" in swapped.source_b
