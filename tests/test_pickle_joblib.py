@@ -667,3 +667,21 @@ def test_an_array_under_several_keys_is_a_tensor_under_each(tmp_path: Path) -> N
         # A shared container is walked once; the other path is recorded.
         assert model.metadata["values"]["c2"] == {"same_as": "c1"}
         assert any("'c2' is the same container as 'c1'" in w for w in model.warnings)
+
+
+def test_integers_too_long_for_json_are_kept_as_hex(tmp_path: Path) -> None:
+    """Metadata integers longer than any JSON reader takes (modelconv's
+    refuses over 100 digits) are kept exactly as tagged hex text, so the
+    model converts to modelconv's own formats and reads back."""
+    import modelconv
+
+    path = tmp_path / "big.pkl"
+    big, huge = 10**400, -(10**700)
+    path.write_bytes(pickle.dumps({"w": np.ones(2, "f4"), "big": big, "huge": huge}))
+    with read(path) as model:
+        values = model.metadata["values"]
+        assert values["big"] == {"int": hex(big)}
+        assert int(values["huge"]["int"], 16) == huge
+        assert values == {"big": {"int": hex(big)}, "huge": {"int": hex(huge)}}
+        for suffix in (".json", ".npz", ".h5"):
+            modelconv.save(model, tmp_path / f"out{suffix}")

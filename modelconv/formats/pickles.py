@@ -26,6 +26,7 @@ import bz2
 import gzip
 import io
 import lzma
+import math
 import pickletools
 import shutil
 import tempfile
@@ -46,7 +47,7 @@ from ..errors import (
     UnsupportedError,
 )
 from ..header import HEADER_KEY, check_header, model_from_header
-from ..limits import MAX_JSON_DEPTH
+from ..limits import MAX_JSON_DEPTH, MAX_JSON_INT_DIGITS
 from ..model import Architecture, Model, Role, Tensor
 from ..unpickle import (
     ArrayRef,
@@ -508,6 +509,12 @@ def _all_plain(items: Any) -> bool:
     )
 
 
+# The longest integers kept as numbers in metadata: at most 332 bits have at
+# most 100 decimal digits, MAX_JSON_INT_DIGITS, what modelconv's JSON reader
+# accepts.
+_PLAIN_INT_BITS = int(MAX_JSON_INT_DIGITS * math.log2(10))
+
+
 def to_plain(value: Any, walker: _Walker | None = None, depth: int = 0) -> Any:
     """JSON-able data from a decoded value; arrays become lists when small."""
     if depth > MAX_JSON_DEPTH:
@@ -520,6 +527,10 @@ def to_plain(value: Any, walker: _Walker | None = None, depth: int = 0) -> Any:
             raise LimitExceededError(
                 f"the pickle holds more than {MAX_WALK_NODES} values; refused"
             )
+    if isinstance(value, int) and value.bit_length() > _PLAIN_INT_BITS:
+        # JSON readers (modelconv's own among them) refuse integers this
+        # long; kept exact as hex text, tagged like bytes are.
+        return {"int": hex(value)}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, complex):
