@@ -20,7 +20,7 @@ from modelconv.errors import (
     ModelconvError,
     UnsupportedDtypeError,
 )
-from modelconv.formats import hdf5
+from modelconv.formats import h5safe, hdf5
 from modelconv.formats.base import ReadOptions
 from modelconv.model import Model
 
@@ -295,6 +295,23 @@ def test_corrupted_bytes_never_escape_as_raw_errors(tmp_path: Path) -> None:
             read_all(path)
         except ModelconvError:
             pass
+
+
+def test_group_with_a_damaged_b_tree_is_refused(tmp_path: Path) -> None:
+    """Opening the group works, but the header info walk reads to spot
+    hard-link cycles covers its B-tree, whose signature is broken. The .keras
+    reader walks its weights file with no wrapper of its own around walk."""
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_group("a").create_dataset("x", data=np.ones(3))
+    data = path.read_bytes()
+    last = data.rindex(b"TREE")  # the root's B-tree comes first, then /a's
+    path.write_bytes(data[:last] + b"XXXX" + data[last + 4 :])
+    with h5py.File(path, "r") as h5:
+        with pytest.raises(InputError, match="'/a' has an unreadable header"):
+            list(h5safe.walk(h5))
+    with pytest.raises(InputError):
+        read_all(path)
 
 
 def test_not_hdf5_at_all(tmp_path: Path) -> None:

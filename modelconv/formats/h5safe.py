@@ -91,7 +91,13 @@ def _reason(exc: BaseException) -> str:
 
 def object_addr(obj: h5py.HLObject) -> int:
     """The file address of an object's header: equal for hard links."""
-    return int(h5py.h5o.get_info(obj.id).addr)
+    try:
+        return int(h5py.h5o.get_info(obj.id).addr)
+    except H5_ERRORS as exc:
+        raise InputError(
+            f"HDF5 object {obj.name!r} has an unreadable header ({_reason(exc)}); "
+            "the file is damaged"
+        ) from exc
 
 
 def link_kind(group: h5py.Group, name: str) -> str:
