@@ -22,6 +22,7 @@ from modelconv.errors import (
     ModelconvError,
     UnknownFormatError,
     UnsupportedDtypeError,
+    UnsupportedError,
 )
 from modelconv.formats import jsonfmt, keras_json, tfjs
 from modelconv.formats.base import ReadOptions
@@ -123,6 +124,20 @@ CASES = {
         '[{"name": "vocab", "dtype": "string", "shape": [2]}]}]}',
         tfjs.read,
         UnsupportedDtypeError,
+    ),
+    # An object where a dtype string belongs: no TypeError from a set lookup.
+    "tfjs-dtype-an-object": (
+        '{"modelTopology": null, "weightsManifest": [{"paths": [], "weights": '
+        '[{"name": "w", "dtype": {"a": 1}, "shape": [2]}]}]}',
+        tfjs.read,
+        UnsupportedDtypeError,
+    ),
+    "tfjs-quantization-dtype-an-object": (
+        '{"modelTopology": null, "weightsManifest": [{"paths": [], "weights": '
+        '[{"name": "w", "dtype": "float32", "shape": [2], '
+        '"quantization": {"dtype": {"a": 1}, "scale": 1, "min": 0}}]}]}',
+        tfjs.read,
+        UnsupportedError,
     ),
 }
 
