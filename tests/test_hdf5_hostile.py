@@ -314,6 +314,18 @@ def test_group_with_a_damaged_b_tree_is_refused(tmp_path: Path) -> None:
         read_all(path)
 
 
+def test_text_attribute_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    """h5py hands such bytes over as lone surrogates, which no writer can
+    encode: refused on reading, not when a conversion writes them back."""
+    path = tmp_path / "x.h5"
+    with _keras_file(path, [b"dense/kernel:0"]) as h5:
+        h5["model_weights/dense/dense/kernel:0"] = np.ones((3, 3), "f4")
+        # A variable-length UTF-8 string holding bytes that are not UTF-8.
+        h5.attrs.create("backend", b"te\xf0\xc0flow", dtype=h5py.string_dtype())
+    with pytest.raises(InputError, match="'backend' holds bytes that are not UTF-8"):
+        read_all(path)
+
+
 def test_not_hdf5_at_all(tmp_path: Path) -> None:
     path = tmp_path / "x.h5"
     path.write_bytes(os.urandom(300))

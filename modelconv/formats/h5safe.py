@@ -607,6 +607,15 @@ def as_text(value: Any, what: str) -> str:
         except UnicodeDecodeError as exc:
             raise InputError(f"{what} is not UTF-8 text ({exc.reason})") from exc
     if isinstance(value, str):
+        try:
+            # h5py decodes a variable-length string with surrogateescape, so
+            # bytes that are not UTF-8 arrive as lone surrogates.
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(
+                f"{what} holds bytes that are not UTF-8 ({value[:60]!r}); the "
+                "file is damaged"
+            ) from exc
         return value
     raise InputError(
         f"{what} should be text but holds {type(value).__name__}; the file is "
