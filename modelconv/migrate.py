@@ -699,6 +699,11 @@ def node_form_keras3(
         if isinstance(node, dict):
             new_nodes.append(node)
             continue
+        if not isinstance(node, list):
+            raise UnsupportedError(
+                f"layer {entry.get('name')!r} has an inbound node {node!r} that "
+                "is not a list of [layer, node, tensor(, kwargs)] entries"
+            )
         tensors = []
         kwargs: dict[str, Any] = {}
         for ref in node:

@@ -372,6 +372,8 @@ def _damaged(change: str) -> dict[str, Any]:
     elif change == "layers-an-int":
         config["class_name"] = "NotAModel"  # read as a subclassed model
         config["config"]["layers"] = 3
+    elif change == "node-null":  # Sequential ignores nodes; migration did not
+        config["config"]["layers"][0]["inbound_nodes"] = [None]
     else:  # a layer config that is a list, as only nested models have
         config["config"]["layers"].append(
             {"class_name": "Dropout", "config": [None], "name": "x"}
@@ -379,7 +381,9 @@ def _damaged(change: str) -> dict[str, Any]:
     return config
 
 
-@pytest.mark.parametrize("change", ["module-a-list", "layers-an-int", "layer-config"])
+@pytest.mark.parametrize(
+    "change", ["module-a-list", "layers-an-int", "layer-config", "node-null"]
+)
 def test_keras_config_damage_blocks_migration_with_a_reason(
     tmp_path: Path, change: str
 ) -> None:
