@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InternalError, ModelconvError, UnsupportedError
+from .errors import InputError, InternalError, ModelconvError, UnsupportedError
 from .model import Architecture, CallableSource, Layer, Model, Role, Tensor
 
 Entry = dict[str, Any]
@@ -671,7 +671,12 @@ _LEGACY_MODULE = re.compile(
 )
 
 
-def _is_legacy_module(module: str) -> bool:
+def _is_legacy_module(module: Any) -> bool:
+    if not isinstance(module, str):
+        raise InputError(
+            f"Keras config: 'module' is {module!r}; expected a module path such "
+            "as 'keras.layers'"
+        )
     return bool(_LEGACY_MODULE.match(module))
 
 
@@ -694,6 +699,11 @@ def node_form_keras3(
         if isinstance(node, dict):
             new_nodes.append(node)
             continue
+        if not isinstance(node, list):
+            raise UnsupportedError(
+                f"layer {entry.get('name')!r} has an inbound node {node!r} that "
+                "is not a list of [layer, node, tensor(, kwargs)] entries"
+            )
         tensors = []
         kwargs: dict[str, Any] = {}
         for ref in node:
@@ -889,7 +899,13 @@ def _model_to_keras3(entry: Entry, run: _Run, shapes: Mapping[str, Any]) -> None
             f"model config of class {entry.get('class_name')!r} has no config "
             "mapping; it cannot be migrated"
         )
-    for layer in config.get("layers") or []:
+    layers = config.get("layers") or []
+    if not isinstance(layers, list):
+        raise UnsupportedError(
+            f"model config of class {entry.get('class_name')!r} has 'layers' "
+            f"{layers!r}, not a list; it cannot be migrated"
+        )
+    for layer in layers:
         _layer_to_keras3(layer, run, shapes)
     if entry.get("class_name") == "Functional":
         for key in ("input_layers", "output_layers"):
@@ -910,6 +926,12 @@ def _layer_to_keras3(entry: Entry, run: _Run, shapes: Mapping[str, Any]) -> None
             node_form_keras3(entry, run, shapes)
         dtype_policy(entry, run)
         return
+    if not isinstance(entry.get("config"), dict):
+        raise UnsupportedError(
+            f"layer of class {entry.get('class_name')!r} has config "
+            f"{str(entry.get('config'))[:80]!r}, not a mapping; it cannot be "
+            "migrated"
+        )
     for rule in KERAS3_LAYER_RULES:
         rule(entry, run)
     node_form_keras3(entry, run, shapes)
@@ -1293,9 +1315,17 @@ def iter_layers(
 ) -> Iterator[LayerEntry]:
     """Every non-model layer of a model config, nested models flattened."""
     config = model_entry.get("config")
-    layers = config if isinstance(config, list) else (config or {}).get("layers", [])
-    for layer in layers or []:
-        name = (layer.get("config") or {}).get("name") or layer.get("name")
+    layers = config.get("layers") if isinstance(config, Mapping) else config
+    if not isinstance(layers, list):
+        return  # a subclassed model (or a damaged config) lists no layers
+    for layer in layers:
+        if not isinstance(layer, Mapping):
+            continue
+        layer_config = layer.get("config")
+        if isinstance(layer_config, Mapping) and layer_config.get("name"):
+            name = layer_config["name"]
+        else:
+            name = layer.get("name")
         path = f"{prefix}{name}"
         if layer.get("class_name") in MODEL_CLASSES:
             yield from iter_layers(layer, f"{path}/")

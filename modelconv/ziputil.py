@@ -256,6 +256,12 @@ class SafeZip:
         Returns the absolute offset of the member's data.
         """
         name = info.orig_filename
+        if not 0 <= info.header_offset < self.file_size:
+            raise InputError(
+                f"zip member {name!r}: local header offset {info.header_offset} "
+                f"lies outside the file ({self.file_size} bytes); the archive's "
+                "directory is damaged"
+            )
         raw = self._pread(info.header_offset, _LOCAL_HEADER.size)
         if len(raw) != _LOCAL_HEADER.size:
             raise InputError(

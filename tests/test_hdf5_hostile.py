@@ -20,7 +20,7 @@ from modelconv.errors import (
     ModelconvError,
     UnsupportedDtypeError,
 )
-from modelconv.formats import hdf5
+from modelconv.formats import h5safe, hdf5
 from modelconv.formats.base import ReadOptions
 from modelconv.model import Model
 
@@ -295,6 +295,35 @@ def test_corrupted_bytes_never_escape_as_raw_errors(tmp_path: Path) -> None:
             read_all(path)
         except ModelconvError:
             pass
+
+
+def test_group_with_a_damaged_b_tree_is_refused(tmp_path: Path) -> None:
+    """Opening the group works, but the header info walk reads to spot
+    hard-link cycles covers its B-tree, whose signature is broken. The .keras
+    reader walks its weights file with no wrapper of its own around walk."""
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_group("a").create_dataset("x", data=np.ones(3))
+    data = path.read_bytes()
+    last = data.rindex(b"TREE")  # the root's B-tree comes first, then /a's
+    path.write_bytes(data[:last] + b"XXXX" + data[last + 4 :])
+    with h5py.File(path, "r") as h5:
+        with pytest.raises(InputError, match="'/a' has an unreadable header"):
+            list(h5safe.walk(h5))
+    with pytest.raises(InputError):
+        read_all(path)
+
+
+def test_text_attribute_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    """h5py hands such bytes over as lone surrogates, which no writer can
+    encode: refused on reading, not when a conversion writes them back."""
+    path = tmp_path / "x.h5"
+    with _keras_file(path, [b"dense/kernel:0"]) as h5:
+        h5["model_weights/dense/dense/kernel:0"] = np.ones((3, 3), "f4")
+        # A variable-length UTF-8 string holding bytes that are not UTF-8.
+        h5.attrs.create("backend", b"te\xf0\xc0flow", dtype=h5py.string_dtype())
+    with pytest.raises(InputError, match="'backend' holds bytes that are not UTF-8"):
+        read_all(path)
 
 
 def test_not_hdf5_at_all(tmp_path: Path) -> None:

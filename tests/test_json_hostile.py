@@ -22,6 +22,7 @@ from modelconv.errors import (
     ModelconvError,
     UnknownFormatError,
     UnsupportedDtypeError,
+    UnsupportedError,
 )
 from modelconv.formats import jsonfmt, keras_json, tfjs
 from modelconv.formats.base import ReadOptions
@@ -123,6 +124,20 @@ CASES = {
         '[{"name": "vocab", "dtype": "string", "shape": [2]}]}]}',
         tfjs.read,
         UnsupportedDtypeError,
+    ),
+    # An object where a dtype string belongs: no TypeError from a set lookup.
+    "tfjs-dtype-an-object": (
+        '{"modelTopology": null, "weightsManifest": [{"paths": [], "weights": '
+        '[{"name": "w", "dtype": {"a": 1}, "shape": [2]}]}]}',
+        tfjs.read,
+        UnsupportedDtypeError,
+    ),
+    "tfjs-quantization-dtype-an-object": (
+        '{"modelTopology": null, "weightsManifest": [{"paths": [], "weights": '
+        '[{"name": "w", "dtype": "float32", "shape": [2], '
+        '"quantization": {"dtype": {"a": 1}, "scale": 1, "min": 0}}]}]}',
+        tfjs.read,
+        UnsupportedError,
     ),
 }
 
@@ -339,6 +354,51 @@ def test_cli_escaping_shard_exit_2(tmp_path: Path, run_cli: object, shard: str) 
 def test_cli_shard_size_mismatch_exit_2(tmp_path: Path, run_cli: object) -> None:
     folder = tfjs_folder(tmp_path, ["group1-shard1of1.bin"], 15)
     assert_one_line_exit_2(run_cli("inspect", folder))  # type: ignore[operator]
+
+
+def _two_layer_config() -> dict[str, Any]:
+    dense = {"name": "d", "units": 2, "batch_input_shape": [None, 3]}
+    return {
+        "class_name": "Sequential",
+        "module": "keras",
+        "config": {"name": "m", "layers": [{"class_name": "Dense", "config": dense}]},
+    }
+
+
+def _damaged(change: str) -> dict[str, Any]:
+    config = _two_layer_config()
+    if change == "module-a-list":
+        config["module"] = []
+    elif change == "layers-an-int":
+        config["class_name"] = "NotAModel"  # read as a subclassed model
+        config["config"]["layers"] = 3
+    elif change == "node-null":  # Sequential ignores nodes; migration did not
+        config["config"]["layers"][0]["inbound_nodes"] = [None]
+    else:  # a layer config that is a list, as only nested models have
+        config["config"]["layers"].append(
+            {"class_name": "Dropout", "config": [None], "name": "x"}
+        )
+    return config
+
+
+@pytest.mark.parametrize(
+    "change", ["module-a-list", "layers-an-int", "layer-config", "node-null"]
+)
+def test_keras_config_damage_blocks_migration_with_a_reason(
+    tmp_path: Path, change: str
+) -> None:
+    """Such configs read, but the Keras 3 migration (run by inspect and by
+    conversion to .keras) met them with TypeError or AttributeError."""
+    from modelconv.inspect import inspect_model
+    from modelconv.migrate import migrate_keras3
+
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(_damaged(change)))
+    model = keras_json.read(path, OPTIONS)
+    report = inspect_model(model, path)
+    assert any("not convertible to Keras 3" in w for w in report.warnings)
+    with pytest.raises(InputError):
+        migrate_keras3(model)
 
 
 def test_unknown_json_is_not_guessed(tmp_path: Path) -> None:

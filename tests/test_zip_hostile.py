@@ -230,6 +230,17 @@ def test_truncated_member_data(tmp_path: Path) -> None:
     refused(path, InputError)
 
 
+def test_directory_offset_past_its_position(tmp_path: Path) -> None:
+    """An end record claiming the directory starts 8 bytes later than it does
+    puts the first local header at offset -8: refused, not an OSError."""
+    path = make_zip(tmp_path / "x.npz", [("a.npy", NPY_F4)])
+    data = bytearray(path.read_bytes())
+    end = data.index(b"PK\x05\x06")
+    struct.pack_into("<I", data, end + 16, _central_offset(bytes(data)) + 8)
+    path.write_bytes(bytes(data))
+    assert "lies outside the file" in str(refused(path, InputError))
+
+
 def test_random_bytes(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     path = tmp_path / "x.npz"

@@ -91,7 +91,13 @@ def _reason(exc: BaseException) -> str:
 
 def object_addr(obj: h5py.HLObject) -> int:
     """The file address of an object's header: equal for hard links."""
-    return int(h5py.h5o.get_info(obj.id).addr)
+    try:
+        return int(h5py.h5o.get_info(obj.id).addr)
+    except H5_ERRORS as exc:
+        raise InputError(
+            f"HDF5 object {obj.name!r} has an unreadable header ({_reason(exc)}); "
+            "the file is damaged"
+        ) from exc
 
 
 def link_kind(group: h5py.Group, name: str) -> str:
@@ -601,6 +607,15 @@ def as_text(value: Any, what: str) -> str:
         except UnicodeDecodeError as exc:
             raise InputError(f"{what} is not UTF-8 text ({exc.reason})") from exc
     if isinstance(value, str):
+        try:
+            # h5py decodes a variable-length string with surrogateescape, so
+            # bytes that are not UTF-8 arrive as lone surrogates.
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(
+                f"{what} holds bytes that are not UTF-8 ({value[:60]!r}); the "
+                "file is damaged"
+            ) from exc
         return value
     raise InputError(
         f"{what} should be text but holds {type(value).__name__}; the file is "

@@ -162,7 +162,7 @@ def _spec(entry: Any, where: str) -> _Spec:
             f"tf.js weight {name!r} is a string tensor; modelconv carries numeric "
             "and bool tensors only, so this model cannot be read"
         )
-    if dtype not in TFJS_DTYPES:
+    if not isinstance(dtype, str) or dtype not in TFJS_DTYPES:
         raise UnsupportedDtypeError(
             f"tf.js weight {name!r} has dtype {dtype!r}; tf.js weights are "
             f"{', '.join(TFJS_DTYPES)} (or string)"
@@ -177,7 +177,7 @@ def _spec(entry: Any, where: str) -> _Spec:
 
 def _check_quantization(name: str, dtype: str, quantization: Any) -> str:
     stored = quantization.get("dtype") if isinstance(quantization, dict) else None
-    if stored not in QUANTIZED_DTYPES:
+    if not isinstance(stored, str) or stored not in QUANTIZED_DTYPES:
         raise UnsupportedError(
             f"tf.js weight {name!r} has quantization {quantization!r}; modelconv "
             "knows uint8, uint16 and float16"
