@@ -265,6 +265,13 @@ class _StatsAccumulator:
         self.infs = 0
 
     def add(self, chunk: np.ndarray) -> None:
+        # Any bit pattern is a valid tensor: signalling NaNs warn when cast
+        # and huge values overflow when squared; the figures say what came
+        # of them (NaN counts, an infinite std), so numpy need not also warn.
+        with np.errstate(all="ignore"):
+            self._add(chunk)
+
+    def _add(self, chunk: np.ndarray) -> None:
         if self.dtype in dtypes.COMPLEX_NAMES:
             self.nans += int(np.count_nonzero(np.isnan(chunk)))
             self.infs += int(np.count_nonzero(np.isinf(chunk)))

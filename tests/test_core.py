@@ -231,3 +231,25 @@ def test_metadata_with_a_lone_surrogate_round_trips(
     modelconv.save(model, path)
     with modelconv.load(path) as back:
         assert back.metadata["note"] == "\ud800 é"
+
+
+def test_stats_of_any_bit_pattern_raise_no_numpy_warning() -> None:
+    """Signalling NaNs, infinities and values that overflow when squared
+    are counted or shown, never printed by numpy as warnings."""
+    import warnings
+
+    from modelconv.inspect import inspect_model
+
+    bits = np.array([0x7F800001, 0xFF800001, 0x7F7FFFFF, 0xFF7FFFFF], "<u4")
+    values = np.concatenate([bits.view("<f4"), np.array([np.inf, -np.inf, 1], "<f4")])
+    model = Model(
+        tensors=(
+            Tensor("w", "float32", (7,), source=ArraySource(values)),
+            Tensor("d", "float64", (2,), source=ArraySource(np.array([1e308, -1e308]))),
+        )
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = inspect_model(model, "m.npz", stats=True)
+    stats = report.to_json()["tensors"][0]["stats"]
+    assert stats["nan_count"] == 2 and stats["inf_count"] == 2
