@@ -85,8 +85,9 @@ def tf_keras() -> Any:
 
 
 @dataclass(frozen=True)
-class SavedKeras3:
-    """One Keras 3 model saved as legacy .h5 and .keras, with a probe input."""
+class SavedModel:
+    """One model saved by its Keras (Keras 3 or tf_keras) as legacy .h5 and
+    .keras, with a probe input and the predictions on it."""
 
     h5: Path
     keras: Path
@@ -95,7 +96,7 @@ class SavedKeras3:
 
 
 @pytest.fixture(scope="session")
-def k3_nested_batchnorm(keras3: Any, tmp_path_factory: Any) -> SavedKeras3:
+def k3_nested_batchnorm(keras3: Any, tmp_path_factory: Any) -> SavedModel:
     """Keras 3 nested Sequential with BatchNormalization, trained one step."""
     import numpy as np
     from _keras_models import nested_batchnorm_model
@@ -105,23 +106,13 @@ def k3_nested_batchnorm(keras3: Any, tmp_path_factory: Any) -> SavedKeras3:
     x = np.random.default_rng(1).normal(size=(3, 4)).astype("float32")
     model.save(folder / "m.h5")
     model.save(folder / "m.keras")
-    return SavedKeras3(
+    return SavedModel(
         folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
     )
 
 
-@dataclass(frozen=True)
-class SavedTfKeras:
-    """One tf_keras model saved as legacy .h5 and .keras, with a probe input."""
-
-    h5: Path
-    keras: Path
-    x: Any
-    want: Any
-
-
 @pytest.fixture(scope="session")
-def tfk_slash_names(tf_keras: Any, tmp_path_factory: Any) -> SavedTfKeras:
+def tfk_slash_names(tf_keras: Any, tmp_path_factory: Any) -> SavedModel:
     """tf_keras functional model with "/" in its layer names (as DenseNet)."""
     import numpy as np
     from _keras_models import slash_named_model
@@ -131,7 +122,7 @@ def tfk_slash_names(tf_keras: Any, tmp_path_factory: Any) -> SavedTfKeras:
     x = np.random.default_rng(2).normal(size=(2, 6, 6, 2)).astype("float32")
     model.save(folder / "m.h5")
     model.save(folder / "m.keras")
-    return SavedTfKeras(
+    return SavedModel(
         folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
     )
 
@@ -143,7 +134,7 @@ def _attention_probe() -> Any:
 
 
 @pytest.fixture(scope="session")
-def k3_attention(keras3: Any, tmp_path_factory: Any) -> SavedKeras3:
+def k3_attention(keras3: Any, tmp_path_factory: Any) -> SavedModel:
     """Keras 3 MultiHeadAttention model, saved as .h5 and .keras."""
     from _keras_models import attention_model
 
@@ -152,13 +143,13 @@ def k3_attention(keras3: Any, tmp_path_factory: Any) -> SavedKeras3:
     x = _attention_probe()
     model.save(folder / "m.h5")
     model.save(folder / "m.keras")
-    return SavedKeras3(
+    return SavedModel(
         folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
     )
 
 
 @pytest.fixture(scope="session")
-def tfk_attention(tf_keras: Any, tmp_path_factory: Any) -> SavedTfKeras:
+def tfk_attention(tf_keras: Any, tmp_path_factory: Any) -> SavedModel:
     """tf_keras MultiHeadAttention model, saved as .h5 and .keras."""
     from _keras_models import attention_model
 
@@ -167,6 +158,6 @@ def tfk_attention(tf_keras: Any, tmp_path_factory: Any) -> SavedTfKeras:
     x = _attention_probe()
     model.save(folder / "m.h5")
     model.save(folder / "m.keras")
-    return SavedTfKeras(
+    return SavedModel(
         folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
     )
