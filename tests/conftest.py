@@ -95,6 +95,16 @@ class SavedModel:
     want: Any
 
 
+def _saved(model: Any, folder: Path, x: Any) -> SavedModel:
+    """``model`` saved by its own Keras as m.h5 and m.keras, with its
+    predictions on ``x``."""
+    model.save(folder / "m.h5")
+    model.save(folder / "m.keras")
+    return SavedModel(
+        folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
+    )
+
+
 @pytest.fixture(scope="session")
 def k3_nested_batchnorm(keras3: Any, tmp_path_factory: Any) -> SavedModel:
     """Keras 3 nested Sequential with BatchNormalization, trained one step."""
@@ -104,11 +114,7 @@ def k3_nested_batchnorm(keras3: Any, tmp_path_factory: Any) -> SavedModel:
     folder = tmp_path_factory.mktemp("k3_nested_batchnorm")
     model = nested_batchnorm_model(keras3)
     x = np.random.default_rng(1).normal(size=(3, 4)).astype("float32")
-    model.save(folder / "m.h5")
-    model.save(folder / "m.keras")
-    return SavedModel(
-        folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
-    )
+    return _saved(model, folder, x)
 
 
 @pytest.fixture(scope="session")
@@ -120,11 +126,7 @@ def tfk_slash_names(tf_keras: Any, tmp_path_factory: Any) -> SavedModel:
     folder = tmp_path_factory.mktemp("tfk_slash_names")
     model = slash_named_model(tf_keras)
     x = np.random.default_rng(2).normal(size=(2, 6, 6, 2)).astype("float32")
-    model.save(folder / "m.h5")
-    model.save(folder / "m.keras")
-    return SavedModel(
-        folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
-    )
+    return _saved(model, folder, x)
 
 
 def _attention_probe() -> Any:
@@ -141,11 +143,7 @@ def k3_attention(keras3: Any, tmp_path_factory: Any) -> SavedModel:
     folder = tmp_path_factory.mktemp("k3_attention")
     model = attention_model(keras3)
     x = _attention_probe()
-    model.save(folder / "m.h5")
-    model.save(folder / "m.keras")
-    return SavedModel(
-        folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
-    )
+    return _saved(model, folder, x)
 
 
 @pytest.fixture(scope="session")
@@ -156,8 +154,4 @@ def tfk_attention(tf_keras: Any, tmp_path_factory: Any) -> SavedModel:
     folder = tmp_path_factory.mktemp("tfk_attention")
     model = attention_model(tf_keras)
     x = _attention_probe()
-    model.save(folder / "m.h5")
-    model.save(folder / "m.keras")
-    return SavedModel(
-        folder / "m.h5", folder / "m.keras", x, model.predict(x, verbose=0)
-    )
+    return _saved(model, folder, x)
